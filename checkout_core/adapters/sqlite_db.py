@@ -1,0 +1,66 @@
+"""The SQLite file: schema, connections and one transaction per unit of work.
+
+Each transaction opens its own connection in a worker thread and closes it at the end, so
+the event loop never blocks on the database and no connection outlives its use. The file is
+in WAL mode (readers never wait for the writer); writers take the lock up front
+(`BEGIN IMMEDIATE`) and wait up to `busy_timeout` for each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def _schema() -> str:
+    return resources.files("checkout_core.adapters").joinpath("schema.sql").read_text("utf-8")
+
+
+class SqliteDatabase:
+    def __init__(self, path: Path, busy_timeout_ms: int = 5000) -> None:
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+
+    def initialize(self) -> None:
+        """Create the file, switch it to WAL and create missing tables (idempotent)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self.connect()
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_schema())
+        finally:
+            conn.close()
+
+    def connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    def transaction(self, work: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
+        conn = self.connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                result = work(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+        finally:
+            conn.close()
+
+    async def run(self, work: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
+        return await asyncio.to_thread(self.transaction, work, write=write)
+
+    async def ping(self) -> None:
+        await self.run(lambda conn: conn.execute("SELECT 1").fetchone(), write=False)

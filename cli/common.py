@@ -1,0 +1,92 @@
+"""Shared options and helpers of the `strangler` commands."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from proxy.control import ControlError
+from proxy.rules_loader import RulesError
+from proxy.store import ControlStore, StoreUnavailable, VersionConflict, open_store
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_CONFLICT = 4
+EXIT_UNAVAILABLE = 5
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 ok, 1 error (invalid rules, refused operation), 2 usage, "
+    "4 concurrent change (version conflict), 5 store unavailable."
+)
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+DbPath = Annotated[str, typer.Option(
+    "--db-path", envvar="STRANGLER_DB_PATH", help="Embedded control store (SQLite file).",
+)]
+RedisUrl = Annotated[str | None, typer.Option(
+    "--redis-url", envvar="STRANGLER_REDIS_URL",
+    help="Use the Redis control store shared by all replicas.",
+)]
+Actor = Annotated[str | None, typer.Option(
+    "--actor", envvar="STRANGLER_ACTOR", help="Who makes the change (default: user@host).",
+)]
+Reason = Annotated[str, typer.Option("--reason", help="Why: recorded in the audit log.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+DEFAULT_DB = "var/strangler.sqlite3"
+
+
+def actor_name(actor: str | None) -> str:
+    if actor:
+        return actor
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def store_for(db_path: str, redis_url: str | None) -> Iterator[ControlStore]:
+    """Open the control store; turn domain errors into messages and exit codes."""
+    try:
+        store = open_store(redis_url, db_path)
+    except StoreUnavailable as exc:
+        fail(str(exc), EXIT_UNAVAILABLE)
+    try:
+        yield store
+    except VersionConflict as exc:
+        fail(f"{exc}; re-run to apply on top of the new version", EXIT_CONFLICT)
+    except StoreUnavailable as exc:
+        fail(str(exc), EXIT_UNAVAILABLE)
+    except RulesError as exc:
+        fail(f"invalid rules:\n{exc}")
+    except ControlError as exc:
+        fail(str(exc))
+    finally:
+        store.close()
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in {"1", "true", "yes"}

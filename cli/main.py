@@ -1,0 +1,44 @@
+"""The `strangler` command."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from cli import ops, rules_cmd, run
+from cli.common import EXIT_CODES_HELP
+
+app = typer.Typer(
+    name="strangler",
+    help="Move checkout traffic from legacy to the new core, funnel by funnel, safely.\n\n"
+    + EXIT_CODES_HELP,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(rules_cmd.app, name="rules")
+app.command()(run.up)
+app.command()(run.serve)
+app.command()(ops.status)
+app.command()(ops.ramp)
+app.command()(ops.kill)
+app.command()(ops.unkill)
+
+try:
+    from cli import events
+except ImportError:  # pragma: no cover - the events commands ship with checkout_core
+    events = None  # type: ignore[assignment]
+if events is not None:
+    app.add_typer(events.app, name="events")
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,124 @@
+"""On-call and release commands: kill, unkill, ramp, status."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cli.common import (
+    Actor, AsJson, DbPath, Reason, RedisUrl, actor_name, console, fail, print_json, store_for,
+)
+from proxy import control
+from proxy.decision import GLOBAL_SCOPE
+from proxy.rules_loader import load_rules_text
+from proxy.store import ControlStore
+
+Funnel = Annotated[str | None, typer.Option("--funnel", help="One funnel (default: all).")]
+DEFAULT_DB = "var/strangler.sqlite3"
+
+
+def kill(
+    reason: Reason, funnel: Funnel = None, db_path: DbPath = DEFAULT_DB,
+    redis_url: RedisUrl = None, actor: Actor = None,
+) -> None:
+    """Send all traffic (or one funnel's) to legacy now. Works with the proxy down.
+
+    Example: strangler kill --funnel warranties --reason "INC-123 payment errors"
+    """
+    with store_for(db_path, redis_url) as store:
+        switch = control.kill(store, funnel, actor=actor_name(actor), reason=reason)
+    console.print(f"kill switch [bold red]{switch.scope}[/] set: traffic goes to legacy")
+
+
+def unkill(
+    reason: Reason, funnel: Funnel = None, db_path: DbPath = DEFAULT_DB,
+    redis_url: RedisUrl = None, actor: Actor = None,
+) -> None:
+    """Clear a kill switch; rules route traffic again.
+
+    Example: strangler unkill --funnel warranties --reason "fix deployed"
+    """
+    with store_for(db_path, redis_url) as store:
+        previous = control.unkill(store, funnel, actor=actor_name(actor), reason=reason)
+    scope = funnel or GLOBAL_SCOPE
+    if previous is None:
+        console.print(f"kill switch {scope} was not set")
+        return
+    console.print(f"kill switch {scope} cleared (was set by {previous.actor}: {previous.reason})")
+
+
+def ramp(
+    funnel: Annotated[str, typer.Argument(help="Funnel name.")],
+    percent: Annotated[str, typer.Option("--percent", help="0-100, down to 0.01.")],
+    reason: Reason,
+    country: Annotated[str | None, typer.Option("--country", help="ISO country code.")] = None,
+    db_path: DbPath = DEFAULT_DB, redis_url: RedisUrl = None, actor: Actor = None,
+) -> None:
+    """Change one percentage, as a new rules version.
+
+    Example: strangler ramp warranties --country IE --percent 75 --reason "guardrails green"
+    """
+    try:
+        value = Decimal(percent)
+    except InvalidOperation:
+        fail(f"--percent must be a number, not {percent!r}", 2)
+    with store_for(db_path, redis_url) as store:
+        record, sentence = control.ramp(
+            store, funnel, country.upper() if country else None, value,
+            actor=actor_name(actor), reason=reason,
+        )
+    console.print(f"{sentence}: rules version {record.version}")
+
+
+def status_data(store: ControlStore) -> dict[str, Any]:
+    active = store.active_rules()
+    kills = store.kill_switches()
+    funnels: list[dict[str, Any]] = []
+    if active is not None:
+        rules = load_rules_text(active.text, str(active.version))
+        for f in rules.funnels:
+            funnels.append({
+                "name": f.name,
+                "killed": f.name in kills or GLOBAL_SCOPE in kills,
+                "rules": [{
+                    "id": r.id,
+                    "countries": sorted(r.countries) if r.countries is not None else "*",
+                    "percent": r.basis_points / 100,
+                } for r in f.rules],
+            })
+    return {
+        "rules_version": active.version if active else None,
+        "rules_applied_at": active.applied_at if active else None,
+        "rules_applied_by": active.actor if active else None,
+        "funnels": funnels,
+        "kill_switches": {s: {"reason": k.reason, "actor": k.actor, "at": k.at}
+                          for s, k in kills.items()},
+    }
+
+
+def status(db_path: DbPath = DEFAULT_DB, redis_url: RedisUrl = None, as_json: AsJson = False) -> None:
+    """Rules version, percentage per funnel and country, kill switches.
+
+    Example: strangler status --json
+    """
+    with store_for(db_path, redis_url) as store:
+        data = status_data(store)
+    if as_json:
+        print_json(data)
+        return
+    version = data["rules_version"]
+    console.print(f"rules version: {version if version is not None else 'none (all legacy)'}")
+    for scope, k in data["kill_switches"].items():
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(k["at"]))
+        console.print(f"[bold red]KILL SWITCH {scope}[/] by {k['actor']} at {when}: {k['reason']}")
+    table = Table("funnel", "rule", "countries", "core %", "state")
+    for f in data["funnels"]:
+        for r in f["rules"]:
+            countries = r["countries"] if isinstance(r["countries"], str) else ",".join(r["countries"])
+            table.add_row(f["name"], r["id"], countries, f"{r['percent']:g}",
+                          "killed" if f["killed"] else "live")
+    console.print(table)

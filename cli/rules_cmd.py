@@ -1,0 +1,104 @@
+"""`strangler rules`: validate, schema, apply, history."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.common import (
+    Actor, AsJson, DbPath, Reason, RedisUrl, actor_name, console, fail, print_json, store_for,
+)
+from proxy.control import apply_rules_text
+from proxy.rules_loader import RulesError, load_rules_file
+from proxy.rules_schema import RulesFile
+
+app = typer.Typer(help="Validate, apply and inspect routing rules.", no_args_is_help=True)
+
+FileArg = Annotated[Path, typer.Argument(help="Rules YAML file.", exists=False)]
+
+
+@app.command()
+def validate(file: FileArg, as_json: AsJson = False) -> None:
+    """Check a rules file; on error print FILE:LINE: FIELD: MESSAGE and exit 1.
+
+    Example: strangler rules validate rules/checkout.yaml
+    """
+    try:
+        rules = load_rules_file(file)
+    except RulesError as exc:
+        if as_json:
+            print_json({"valid": False, "errors": [
+                {"file": i.source, "line": i.line, "field": i.field, "message": i.message}
+                for i in exc.issues
+            ]})
+            raise typer.Exit(1) from None
+        fail(f"{file} is invalid:\n{exc}")
+    summary = {
+        "valid": True, "file": str(file),
+        "funnels": {f.name: [{"id": r.id, "countries": sorted(r.countries) if r.countries
+                              else "*", "percent": r.basis_points / 100} for r in f.rules]
+                    for f in rules.funnels},
+    }
+    if as_json:
+        print_json(summary)
+        return
+    console.print(f"[green]ok[/] {file}: {len(rules.funnels)} funnels, "
+                  f"{sum(len(f.rules) for f in rules.funnels)} rules")
+
+
+@app.command()
+def schema(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file.")] = None,
+) -> None:
+    """Print the JSON Schema of rules files (for editors).
+
+    Example: strangler rules schema -o rules/rules.schema.json
+    """
+    text = json.dumps(RulesFile.model_json_schema(by_alias=True), indent=2, sort_keys=True) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+
+
+@app.command()
+def apply(
+    file: FileArg, reason: Reason, db_path: DbPath = "var/strangler.sqlite3",
+    redis_url: RedisUrl = None, actor: Actor = None,
+    expect_version: Annotated[int | None, typer.Option(
+        help="Fail unless this is the active version (compare-and-set).")] = None,
+) -> None:
+    """Validate FILE and make it the active rules, as a new version.
+
+    Example: strangler rules apply rules/checkout.yaml --reason "pilot IE at 50%"
+    """
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot read {file}: {exc}")
+    with store_for(db_path, redis_url) as store:
+        expected: int | None | str = "active" if expect_version is None else expect_version
+        record = apply_rules_text(store, text, source=str(file), actor=actor_name(actor),
+                                  reason=reason, expected_version=expected)
+    console.print(f"applied {file} as rules version {record.version}")
+
+
+@app.command()
+def history(
+    db_path: DbPath = "var/strangler.sqlite3", redis_url: RedisUrl = None, as_json: AsJson = False,
+    limit: int = 20,
+) -> None:
+    """List applied rules versions, newest first.
+
+    Example: strangler rules history --json
+    """
+    with store_for(db_path, redis_url) as store:
+        records = store.rules_history(limit)
+    if as_json:
+        print_json([r.summary() for r in records])
+        return
+    for r in records:
+        console.print(f"v{r.version}  {r.digest}  {r.actor}  {r.source}  {r.reason}")

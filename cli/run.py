@@ -1,0 +1,132 @@
+"""`strangler up` (the whole stack on one machine) and `strangler serve` (the proxy alone)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+import uvicorn
+
+from cli.common import RedisUrl, console, fail
+
+Host = Annotated[str, typer.Option("--host", help="Address to listen on.")]
+Port = Annotated[int, typer.Option("--port", help="Proxy port.")]
+RulesOpt = Annotated[Path | None, typer.Option(
+    "--rules", help="Rules YAML to import and watch (default: rules/checkout.yaml).")]
+
+PACKAGED_RULES = Path(__file__).resolve().parent.parent / "proxy" / "sample_rules.yaml"
+
+
+def default_rules() -> Path:
+    local = Path("rules/checkout.yaml")
+    return local if local.exists() else PACKAGED_RULES
+
+
+def _run_proxy(host: str, port: int, workers: int, env: dict[str, str]) -> None:
+    os.environ.update(env)
+    uvicorn.run(
+        "proxy.main:create_app", factory=True, host=host, port=port, workers=workers,
+        log_level=os.environ.get("STRANGLER_LOG_LEVEL", "info"), access_log=False,
+        server_header=False, date_header=False, loop="uvloop", http="httptools",
+        timeout_graceful_shutdown=10,
+    )
+
+
+def serve(
+    core_url: Annotated[str, typer.Option(envvar="STRANGLER_CORE_URL", help="Core URL.")]
+    = "http://127.0.0.1:8081",
+    legacy_url: Annotated[str, typer.Option(envvar="STRANGLER_LEGACY_URL", help="Legacy URL.")]
+    = "http://127.0.0.1:8082",
+    rules: RulesOpt = None,
+    host: Host = "127.0.0.1", port: Port = 8080,
+    workers: Annotated[int, typer.Option(help="Worker processes (share state via Redis).")] = 1,
+    db_path: Annotated[str, typer.Option(envvar="STRANGLER_DB_PATH")] = "var/strangler.sqlite3",
+    redis_url: RedisUrl = None,
+) -> None:
+    """Run the proxy alone in front of two backends given by URL.
+
+    Example: strangler serve --core-url http://core:8081 --legacy-url http://legacy:8082
+    """
+    if workers > 1 and not redis_url:
+        fail("--workers > 1 needs --redis-url: workers share sticky state through Redis", 2)
+    env = {"STRANGLER_CORE_URL": core_url, "STRANGLER_LEGACY_URL": legacy_url,
+           "STRANGLER_DB_PATH": db_path}
+    if rules is not None:
+        env["STRANGLER_RULES_FILE"] = str(rules)
+    if redis_url:
+        env["STRANGLER_REDIS_URL"] = redis_url
+    _run_proxy(host, port, workers, env)
+
+
+@contextlib.contextmanager
+def _backend(module: str, port: int, env: dict[str, str], name: str) -> Iterator[str]:
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port)],
+        env={**os.environ, **env},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                fail(f"{name} exited with code {proc.returncode} (is port {port} free?)")
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                fail(f"{name} did not become healthy on {url}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def up(
+    port: Port = 8080, host: Host = "127.0.0.1", rules: RulesOpt = None,
+    data_dir: Annotated[Path, typer.Option(help="Where the SQLite files live.")] = Path("var"),
+    legacy_latency_ms: Annotated[int | None, typer.Option(
+        help="Legacy stub latency (default: the stub's own, a few hundred ms).")] = None,
+) -> None:
+    """Run the whole strangler on this machine: proxy, checkout core, legacy stub.
+
+    The proxy listens on PORT, the core on PORT+1, the legacy stub on PORT+2; state lives in
+    SQLite files under --data-dir and the rules file is watched for changes.
+
+    Example: strangler up --port 8080
+    """
+    rules_path = rules or default_rules()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    core_env = {"CHECKOUT_CORE_DB_PATH": str(data_dir / "checkout_core.sqlite3")}
+    legacy_env = {}
+    if legacy_latency_ms is not None:
+        legacy_env["LEGACY_STUB_LATENCY_MS"] = str(legacy_latency_ms)
+    with _backend("checkout_core", port + 1, core_env, "checkout core") as core_url, \
+            _backend("legacy_stub", port + 2, legacy_env, "legacy stub") as legacy_url:
+        proxy_url = f"http://{host}:{port}"
+        console.print(
+            f"checkout strangler\n  proxy        {proxy_url}\n  checkout core {core_url}\n"
+            f"  legacy stub  {legacy_url}\n  rules        {rules_path} (watched)\n"
+            f"  metrics      {proxy_url}/metrics\n\ntry:\n"
+            f"  curl -si -X POST {proxy_url}/carts -H 'Content-Type: application/json' "
+            f"-H 'X-Checkout-Funnel: warranties' -H 'X-Country: IE' "
+            f"-d '{{\"country\": \"IE\", \"currency\": \"EUR\"}}'\n"
+        )
+        _run_proxy(host, port, 1, {
+            "STRANGLER_CORE_URL": core_url, "STRANGLER_LEGACY_URL": legacy_url,
+            "STRANGLER_RULES_FILE": str(rules_path),
+            "STRANGLER_DB_PATH": str(data_dir / "strangler.sqlite3"),
+        })

@@ -1,0 +1,266 @@
+"""The proxy's ASGI application: decide, forward, measure.
+
+A raw ASGI callable on the hot path (no routing framework, no middleware stack): the
+decision takes a few microseconds, the rest is streaming bytes between two sockets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from proxy.context import extract_context, quote_path
+from proxy.decision import Backend, Decision, Reason, RequestContext, decide
+from proxy.forward import (
+    BodyTooLarge,
+    ClientGone,
+    RequestBody,
+    Upstream,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from proxy.headers import downstream_response_headers, upstream_request_headers
+from proxy.outcome import RequestOutcome
+from proxy.problems import send_problem
+from proxy.runtime import ProxyRuntime
+
+log = logging.getLogger("strangler.proxy")
+
+ADMIN_PREFIX = "/_strangler/"
+NO_BODY_STATUS = frozenset({204, 304})
+
+
+class ProxyApp:
+    def __init__(self, runtime: ProxyRuntime) -> None:
+        self.rt = runtime
+        self.via = f"1.1 {runtime.settings.via_name}".encode()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            path = scope["path"]
+            if path == "/metrics" or path.startswith(ADMIN_PREFIX):
+                await self.admin(scope, send)
+            else:
+                await self.proxy(scope, receive, send)
+        elif kind == "lifespan":
+            await self.lifespan(receive, send)
+
+    async def lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.rt.start()
+                except Exception as exc:
+                    log.exception("proxy failed to start")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.rt.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- admin -----------------------------------------------------------------------------
+
+    async def admin(self, scope: dict[str, Any], send: Any) -> None:
+        path = scope["path"]
+        if path == "/metrics":
+            body, ctype, status = self.rt.metrics.render(), b"text/plain; version=0.0.4", 200
+        elif path in (ADMIN_PREFIX + "healthz", ADMIN_PREFIX + "state"):
+            state = self.rt.describe()
+            status = 200 if path.endswith("state") or state["status"] == "ok" else 503
+            body, ctype = json.dumps(state).encode(), b"application/json"
+        else:
+            await send_problem(send, 404, "not-found", "no such admin endpoint", path)
+            return
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", ctype), (b"content-length", str(len(body)).encode()),
+        ]})
+        await send({"type": "http.response.body", "body": body})
+
+    # -- the hot path ------------------------------------------------------------------------
+
+    async def route(self, headers: list[tuple[bytes, bytes]], path: str) -> tuple[
+        RequestContext, Decision
+    ]:
+        snapshot = self.rt.snapshot
+        rules = snapshot.rules
+        ctx = extract_context(rules, path, headers)
+        sticky = None
+        if ctx.funnel is not None and ctx.entity_id is None and not ctx.unit_minted:
+            sticky = await self.rt.sticky.get(f"{ctx.funnel.name}:{ctx.unit}")
+        return ctx, decide(ctx, rules, snapshot.kills, sticky)
+
+    async def proxy(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        started = time.perf_counter()
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        try:
+            ctx, decision = await self.route(headers, scope["path"])
+        except Exception:  # the decision never takes a request down: legacy serves it
+            log.exception("routing failed, sending to legacy")
+            ctx = extract_context(None, scope["path"], headers)
+            decision = Decision(Backend.LEGACY, Reason.ERROR, "none")
+        limit = self.rt.settings.max_body_bytes
+        length = _content_length(headers)
+        if length is not None and length > limit:
+            await self._reply_problem(send, ctx, decision, 413, "body-too-large",
+                                      f"request bodies are limited to {limit} bytes", started,
+                                      scope)
+            return
+        await self._forward(scope, receive, send, ctx, decision, started)
+
+    async def _forward(
+        self, scope: dict[str, Any], receive: Any, send: Any, ctx: RequestContext,
+        decision: Decision, started: float,
+    ) -> None:
+        method: str = scope["method"]
+        headers = scope["headers"]
+        body = _request_body(receive, headers, self.rt.settings.max_body_bytes)
+        extra = [(b"x-checkout-session", ctx.unit.encode())] if ctx.unit_minted else []
+        client = scope.get("client")
+        upstream_headers = upstream_request_headers(
+            headers, peer=client[0] if client else None, scheme=scope.get("scheme", "http"),
+            via=self.via, trusted=self.rt.trusted, extra=extra,
+        )
+        qs = scope.get("query_string", b"")
+        path_qs = quote_path(ctx.path) + ("?" + qs.decode("latin-1") if qs else "")
+        try:
+            response = await self._send_with_failover(
+                decision, method, path_qs, upstream_headers, body
+            )
+        except BodyTooLarge:
+            await self._reply_problem(send, ctx, decision, 413, "body-too-large",
+                                      "request body too large", started, scope)
+            return
+        except ClientGone:
+            return
+        except UpstreamError as exc:
+            decision = exc.decision  # type: ignore[attr-defined]
+            status, slug = (504, "upstream-timeout") if isinstance(exc, UpstreamTimeout) else (
+                502, "upstream-unavailable")
+            log.warning("%s %s -> %s failed: %s", method, ctx.path, decision.backend, exc)
+            await self._reply_problem(send, ctx, decision, status, slug, str(exc), started, scope,
+                                      upstream_error=exc.kind)
+            return
+        decision = response.decision  # type: ignore[attr-defined]
+        await self._stream_response(scope, send, ctx, decision, response, started)
+
+    async def _send_with_failover(
+        self, decision: Decision, method: str, path_qs: str, headers: list[tuple[str, str]],
+        body: RequestBody | None,
+    ) -> Any:
+        upstream = self.rt.upstream(decision.backend)
+        try:
+            response = await upstream.send(method, path_qs, headers, body)
+        except UpstreamUnreachable as exc:
+            if decision.backend is not Backend.CORE or (body is not None and body.started):
+                exc.decision = decision  # type: ignore[attr-defined]
+                raise
+            log.warning("core unreachable (%s): failing over to legacy", exc)
+            decision = decision.failed_over()
+            try:
+                response = await self.rt.upstream(Backend.LEGACY).send(
+                    method, path_qs, headers, body
+                )
+            except UpstreamError as exc2:
+                exc2.decision = decision  # type: ignore[attr-defined]
+                raise
+        except UpstreamError as exc:
+            exc.decision = decision  # type: ignore[attr-defined]
+            raise
+        response.decision = decision  # type: ignore[attr-defined]
+        return response
+
+    async def _stream_response(
+        self, scope: dict[str, Any], send: Any, ctx: RequestContext, decision: Decision,
+        response: Any, started: float,
+    ) -> None:
+        status: int = response.status
+        out = downstream_response_headers(response.raw_headers, self.via)
+        out.extend(self._decision_headers(ctx, decision))
+        error: str | None = None
+        try:
+            await send({"type": "http.response.start", "status": status, "headers": out})
+            if scope["method"] == "HEAD" or status in NO_BODY_STATUS:
+                await send({"type": "http.response.body", "body": b""})
+            else:
+                async for chunk in response.content.iter_any():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
+        except OSError as exc:  # client went away, or the upstream broke mid-body
+            error = "reset"
+            log.info("stream of %s aborted: %r", ctx.path, exc)
+        except Exception as exc:
+            error = "reset"
+            log.warning("stream of %s aborted: %r", ctx.path, exc)
+            raise
+        finally:
+            response.release()
+            await self._finish(scope, ctx, decision, status, started, error)
+
+    def _decision_headers(self, ctx: RequestContext, decision: Decision) -> list[
+        tuple[bytes, bytes]
+    ]:
+        headers = [
+            (b"x-checkout-backend", decision.backend.value.encode()),
+            (b"x-checkout-decision", decision.header_value().encode()),
+        ]
+        if ctx.unit_minted:
+            cookie = self.rt.session_cookie(ctx.unit)
+            headers.append((b"set-cookie", cookie.encode()))
+        return headers
+
+    async def _reply_problem(
+        self, send: Any, ctx: RequestContext, decision: Decision, status: int, slug: str,
+        detail: str, started: float, scope: dict[str, Any], upstream_error: str | None = None,
+    ) -> None:
+        await send_problem(send, status, slug, detail, scope["path"],
+                           self._decision_headers(ctx, decision))
+        await self._finish(scope, ctx, decision, status, started, upstream_error)
+
+    async def _finish(
+        self, scope: dict[str, Any], ctx: RequestContext, decision: Decision, status: int,
+        started: float, upstream_error: str | None,
+    ) -> None:
+        funnel = ctx.funnel
+        signals: tuple[str, ...] = ()
+        method = scope["method"]
+        if funnel is not None:
+            signals = tuple(s.name for s in funnel.signals if s.matches(method, ctx.path, status))
+            await self.rt.track_unit(funnel, ctx.unit, decision, status, signals)
+        self.rt.observe(RequestOutcome(
+            funnel=funnel.name if funnel is not None else "-",
+            country=ctx.country or "-",
+            unit=ctx.unit,
+            backend=decision.backend,
+            reason=decision.reason,
+            method=method,
+            path=ctx.path,
+            status=status,
+            duration=time.perf_counter() - started,
+            upstream_error=upstream_error,
+            signals=signals,
+        ))
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _request_body(receive: Any, headers: list[tuple[bytes, bytes]], limit: int) -> RequestBody | None:
+    """A streaming body when the request has one (Content-Length > 0 or chunked)."""
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return RequestBody(receive, limit)
+    return None

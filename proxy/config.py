@@ -1,0 +1,29 @@
+"""Proxy settings: one frozen object, from STRANGLER_* environment variables or arguments."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ProxySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STRANGLER_", frozen=True, extra="ignore")
+
+    core_url: str = "http://127.0.0.1:8081"
+    legacy_url: str = "http://127.0.0.1:8082"
+    rules_file: str | None = Field(None, description="rules YAML to import and watch")
+    db_path: str = Field("var/strangler.sqlite3", description="embedded control store")
+    redis_url: str | None = Field(None, description="distributed mode: shared state in Redis")
+
+    core_connect_timeout: float = 1.0
+    core_read_timeout: float = 10.0
+    legacy_connect_timeout: float = 2.0
+    legacy_read_timeout: float = 30.0
+    pool_size: int = Field(256, ge=1, description="keep-alive connections per backend")
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+
+    poll_interval: float = Field(0.25, gt=0, le=5.0, description="store and file polling (s)")
+    sticky_max_units: int = Field(200_000, ge=1000)
+    trusted_proxies: list[str] = Field(default_factory=list, description="CIDRs or IPs")
+    via_name: str = "strangler"
+    session_cookie_max_age: int = 86_400

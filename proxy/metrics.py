@@ -1,0 +1,76 @@
+"""Prometheus metrics of the proxy, on a registry of its own per app."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+from proxy.outcome import RequestOutcome
+
+disable_created_metrics()
+
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)
+
+
+class ProxyMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "strangler_requests_total", "Proxied requests",
+            ["backend", "funnel", "reason", "code"], registry=r,
+        )
+        self.latency = Histogram(
+            "strangler_request_duration_seconds", "Time to the last response byte",
+            ["backend", "funnel"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.errors = Counter(
+            "strangler_upstream_errors_total", "Upstream failures and 5xx responses",
+            ["backend", "funnel", "kind"], registry=r,
+        )
+        self.signals = Counter(
+            "strangler_signals_total", "Business signals recognised from responses",
+            ["backend", "funnel", "signal"], registry=r,
+        )
+        self.rules_version = Gauge(
+            "strangler_rules_version", "Active rules version (0: none)", registry=r
+        )
+        self.reload_failures = Counter(
+            "strangler_rules_reload_failures_total", "Rejected rules versions", registry=r
+        )
+        self.kill_switch = Gauge(
+            "strangler_kill_switch", "1 while a kill switch is set", ["scope"], registry=r
+        )
+        self.store_errors = Counter(
+            "strangler_store_errors_total", "Failed reads of the control store", registry=r
+        )
+        self.sticky_units = Gauge(
+            "strangler_sticky_units", "Units with a checkout in flight (local)", registry=r
+        )
+
+    def observe(self, o: RequestOutcome) -> None:
+        backend = o.backend.value
+        code = f"{o.status // 100}xx"
+        self.requests.labels(backend, o.funnel, o.reason.value, code).inc()
+        self.latency.labels(backend, o.funnel).observe(o.duration)
+        if o.upstream_error is not None:
+            self.errors.labels(backend, o.funnel, o.upstream_error).inc()
+        elif o.status >= 500:
+            self.errors.labels(backend, o.funnel, "5xx").inc()
+        for signal in o.signals:
+            self.signals.labels(backend, o.funnel, signal).inc()
+
+    def set_kills(self, scopes: frozenset[str], known: set[str]) -> None:
+        for scope in known | scopes:
+            self.kill_switch.labels(scope).set(1 if scope in scopes else 0)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

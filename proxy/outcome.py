@@ -1,0 +1,27 @@
+"""What happened to one proxied request, for metrics and guardrails."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from proxy.decision import Backend, Reason
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOutcome:
+    funnel: str
+    country: str
+    unit: str
+    backend: Backend
+    reason: Reason
+    method: str
+    path: str
+    status: int
+    duration: float  # seconds, until the last body byte was sent
+    upstream_error: str | None  # connect, timeout, reset, ... or None
+    signals: tuple[str, ...]
+
+
+class OutcomeObserver(Protocol):
+    def observe(self, outcome: RequestOutcome) -> None: ...

@@ -1,0 +1,117 @@
+"""Compiled rules: frozen, hot-path friendly objects built once from a validated file."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from proxy.rules_schema import FunnelSpec, RulesFile
+
+SIGNAL_NAMES = (
+    "checkout_started", "order_placed", "payment_attempted", "payment_declined", "payment_failed",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    countries: frozenset[str] | None  # None matches every country
+    basis_points: int  # 0..10000
+
+    def matches(self, country: str | None) -> bool:
+        return self.countries is None or (country is not None and country in self.countries)
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    name: str
+    method: str
+    path: re.Pattern[str]
+    statuses: frozenset[int]
+
+    def matches(self, method: str, path: str, status: int) -> bool:
+        return method == self.method and status in self.statuses and bool(self.path.match(path))
+
+
+@dataclass(frozen=True, slots=True)
+class Funnel:
+    name: str
+    header_value: str | None
+    path_prefix: str | None
+    strip_prefix: bool
+    salt: str
+    rules: tuple[Rule, ...]
+    signals: tuple[Signal, ...]
+
+    def rule_for(self, country: str | None) -> Rule | None:
+        for rule in self.rules:
+            if rule.matches(country):
+                return rule
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    version: str
+    funnels: tuple[Funnel, ...]
+    funnel_header: str  # lower-case
+    country_headers: tuple[str, ...]  # lower-case, in order of preference
+    session_cookie: str
+    session_header: str  # lower-case
+    sticky_ttl_seconds: int
+    by_header: dict[str, Funnel] = field(default_factory=dict)
+    by_prefix: tuple[tuple[str, Funnel], ...] = ()  # longest prefix first
+
+    def funnel(self, name: str) -> Funnel | None:
+        for funnel in self.funnels:
+            if funnel.name == name:
+                return funnel
+        return None
+
+
+def _compile_funnel(spec: FunnelSpec) -> Funnel:
+    rules = tuple(
+        Rule(
+            id=r.id,
+            countries=None if r.countries == "*" else frozenset(r.countries),
+            basis_points=r.basis_points,
+        )
+        for r in spec.rules
+    )
+    signals = tuple(
+        Signal(name, s.method, re.compile(s.path), frozenset(s.status))
+        for name in SIGNAL_NAMES
+        if (s := getattr(spec.signals, name)) is not None
+    )
+    return Funnel(
+        name=spec.name,
+        header_value=spec.match.header,
+        path_prefix=spec.match.path_prefix,
+        strip_prefix=spec.match.strip_prefix,
+        salt=spec.salt,
+        rules=rules,
+        signals=signals,
+    )
+
+
+def compile_rules(spec: RulesFile, version: str) -> RuleSet:
+    """Turn a validated rules file into the immutable objects the proxy routes with."""
+    funnels = tuple(_compile_funnel(f) for f in spec.funnels)
+    by_header = {f.header_value.lower(): f for f in funnels if f.header_value is not None}
+    prefixes = sorted(
+        ((f.path_prefix, f) for f in funnels if f.path_prefix is not None),
+        key=lambda pair: len(pair[0]),
+        reverse=True,
+    )
+    ctx = spec.context
+    return RuleSet(
+        version=version,
+        funnels=funnels,
+        funnel_header=ctx.funnel_header.lower(),
+        country_headers=tuple(h.lower() for h in ctx.country_headers),
+        session_cookie=ctx.session_cookie,
+        session_header=ctx.session_header.lower(),
+        sticky_ttl_seconds=spec.stickiness.idle_ttl_seconds,
+        by_header=by_header,
+        by_prefix=tuple(prefixes),
+    )

@@ -1,0 +1,200 @@
+"""Load rules YAML: parse with line numbers, validate with pydantic, compile.
+
+Every problem is reported as ``FILE:LINE: FIELD: MESSAGE`` so that a release manager can go
+straight to it. Loading never returns half-valid rules: it returns a RuleSet or raises
+RulesError with every problem found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from proxy.rules import RuleSet, compile_rules
+from proxy.rules_schema import RulesFile
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleIssue:
+    source: str
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.source}:{self.line}" if self.line else self.source
+        return f"{where}: {self.field or '(file)'}: {self.message}"
+
+
+class RulesError(ValueError):
+    """The rules could not be loaded; `issues` says where and why."""
+
+    def __init__(self, issues: list[RuleIssue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(str(i) for i in issues))
+
+
+def format_loc(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+class _LineMap:
+    """Plain Python values from a YAML node tree, remembering the line of every path."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.lines: dict[Loc, int] = {}
+        self.issues: list[RuleIssue] = []
+        self._scalars = yaml.constructor.SafeConstructor()
+
+    def build(self, node: yaml.Node, loc: Loc = ()) -> Any:
+        self.lines.setdefault(loc, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, loc)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*loc, i)) for i, item in enumerate(node.value)]
+        return self._scalars.construct_object(node, deep=True)
+
+    def _mapping(self, node: yaml.MappingNode, loc: Loc) -> dict[Any, Any]:
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = self._scalars.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool) or key is None:
+                self._issue(key_node, loc, "keys must be plain scalars")
+                continue
+            key = str(key)
+            child = (*loc, key)
+            if key in result:
+                self._issue(key_node, child, "duplicate key")
+                continue
+            self.lines[child] = key_node.start_mark.line + 1
+            result[key] = self.build(value_node, child)
+        return result
+
+    def _issue(self, node: yaml.Node, loc: Loc, message: str) -> None:
+        self.issues.append(
+            RuleIssue(self.source, node.start_mark.line + 1, format_loc(loc), message)
+        )
+
+    def line_of(self, loc: Loc) -> int | None:
+        while loc:
+            if loc in self.lines:
+                return self.lines[loc]
+            loc = loc[:-1]
+        return self.lines.get(())
+
+
+def _parse(text: str, source: str) -> tuple[Any, _LineMap]:
+    lines = _LineMap(source)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RulesError([RuleIssue(source, line, "", f"invalid YAML: {problem}")]) from exc
+    if node is None:
+        raise RulesError([RuleIssue(source, 1, "", "the file is empty")])
+    data = lines.build(node)
+    if lines.issues:
+        raise RulesError(lines.issues)
+    if not isinstance(data, dict):
+        raise RulesError([RuleIssue(source, 1, "", "the top level must be a mapping")])
+    return data, lines
+
+
+def _pydantic_issues(exc: ValidationError, lines: _LineMap) -> list[RuleIssue]:
+    errors = exc.errors()
+    locs = [tuple(p for p in e["loc"] if not (isinstance(p, str) and "[" in p)) for e in errors]
+
+    def shadowed(i: int) -> bool:
+        # A union such as `list[...] | '*'` reports one error per member: keep the deeper one.
+        return errors[i]["type"] == "literal_error" and any(
+            j != i and len(other) > len(locs[i]) and other[: len(locs[i])] == locs[i]
+            for j, other in enumerate(locs)
+        )
+
+    issues = []
+    for i, err in enumerate(errors):
+        if shadowed(i):
+            continue
+        loc: Loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
+        # Union members add their type name to loc ('list[...]', 'literal[...]'): drop them.
+        loc = tuple(p for p in loc if not (isinstance(p, str) and "[" in p))
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        issues.append(RuleIssue(lines.source, lines.line_of(loc), format_loc(loc), message))
+    return issues
+
+
+def _semantic_issues(spec: RulesFile, lines: _LineMap) -> list[RuleIssue]:
+    """Checks that span several entries: duplicates and ambiguous matches."""
+    issues: list[RuleIssue] = []
+
+    def dup(values: list[tuple[Loc, str | None]], what: str) -> None:
+        counts = Counter(v for _, v in values if v is not None)
+        for loc, value in values:
+            if value is not None and counts[value] > 1:
+                issues.append(RuleIssue(
+                    lines.source, lines.line_of(loc), format_loc(loc),
+                    f"duplicate {what} {value!r}",
+                ))
+
+    dup([(("funnels", i, "name"), f.name) for i, f in enumerate(spec.funnels)], "funnel")
+    dup([(("funnels", i, "match", "header"), f.match.header)
+         for i, f in enumerate(spec.funnels)], "funnel header value")
+    dup([(("funnels", i, "match", "path_prefix"), f.match.path_prefix)
+         for i, f in enumerate(spec.funnels)], "funnel path prefix")
+    dup([(("funnels", i, "rules", j, "id"), r.id)
+         for i, f in enumerate(spec.funnels) for j, r in enumerate(f.rules)], "rule id")
+    for i, funnel in enumerate(spec.funnels):
+        if funnel.match.header is None and funnel.match.path_prefix is None:
+            loc: Loc = ("funnels", i, "match")
+            issues.append(RuleIssue(lines.source, lines.line_of(loc), format_loc(loc),
+                                    "a funnel matches by 'header', 'path_prefix' or both"))
+        for j, rule in enumerate(funnel.rules):
+            if isinstance(rule.countries, list):
+                dup([(("funnels", i, "rules", j, "countries", k), c)
+                     for k, c in enumerate(rule.countries)], "country")
+    return issues
+
+
+def rules_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def parse_rules(text: str, source: str = "<rules>") -> RulesFile:
+    """Validate rules text; raise RulesError naming file, line and field on any problem."""
+    data, lines = _parse(text, source)
+    try:
+        spec = RulesFile.model_validate(data)
+    except ValidationError as exc:
+        raise RulesError(_pydantic_issues(exc, lines)) from None
+    issues = _semantic_issues(spec, lines)
+    if issues:
+        raise RulesError(issues)
+    return spec
+
+
+def load_rules_text(text: str, version: str, source: str = "<rules>") -> RuleSet:
+    return compile_rules(parse_rules(text, source), version)
+
+
+def load_rules_file(path: Path, version: str | None = None) -> RuleSet:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RulesError([RuleIssue(str(path), None, "", f"cannot read: {exc}")]) from exc
+    return load_rules_text(text, version or f"file-{rules_digest(text)}", str(path))

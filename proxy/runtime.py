@@ -1,0 +1,121 @@
+"""Everything the proxy holds while it runs, wired in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from proxy.config import ProxySettings
+from proxy.control import ControlSnapshot
+from proxy.decision import Backend, Decision, Reason
+from proxy.forward import BackendConfig, Upstream
+from proxy.headers import TrustedProxies
+from proxy.metrics import ProxyMetrics
+from proxy.outcome import OutcomeObserver, RequestOutcome
+from proxy.rules import Funnel
+from proxy.sticky import LocalSticky, StickyStore
+from proxy.store import ControlStore, open_store
+from proxy.watcher import ControlWatcher
+
+log = logging.getLogger("strangler.proxy")
+
+_NEW_ASSIGNMENT = frozenset({Reason.RULE, Reason.DEFAULT, Reason.FAILOVER})
+
+
+class ProxyRuntime:
+    def __init__(
+        self, settings: ProxySettings, store: ControlStore | None = None,
+        sticky: StickyStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store or open_store(settings.redis_url, settings.db_path)
+        self.metrics = ProxyMetrics()
+        self.observers: list[OutcomeObserver] = [self.metrics]
+        self.trusted = TrustedProxies(settings.trusted_proxies)
+        self.snapshot = ControlSnapshot(0, None, frozenset(), "not loaded yet")
+        self.sticky = sticky or self._sticky_store()
+        self._upstreams = {
+            Backend.CORE: Upstream(BackendConfig(
+                "core", settings.core_url, settings.core_connect_timeout,
+                settings.core_read_timeout, settings.pool_size)),
+            Backend.LEGACY: Upstream(BackendConfig(
+                "legacy", settings.legacy_url, settings.legacy_connect_timeout,
+                settings.legacy_read_timeout, settings.pool_size)),
+        }
+        rules_file = Path(settings.rules_file) if settings.rules_file else None
+        self.watcher = ControlWatcher(self, rules_file)
+        self._cookie_suffix = f"; Path=/; Max-Age={settings.session_cookie_max_age}; HttpOnly; SameSite=Lax"
+
+    def _sticky_store(self) -> StickyStore:
+        if self.settings.redis_url:
+            from proxy.sticky_redis import RedisSticky
+
+            return RedisSticky(self.settings.redis_url, self.settings.sticky_max_units)
+        return LocalSticky(self.settings.sticky_max_units)
+
+    def upstream(self, backend: Backend) -> Upstream:
+        return self._upstreams[backend]
+
+    async def start(self) -> None:
+        await self.watcher.start()
+
+    async def stop(self) -> None:
+        await self.watcher.stop()
+        for upstream in self._upstreams.values():
+            await upstream.close()
+        await self.sticky.close()
+        await asyncio.to_thread(self.store.close)
+
+    def set_snapshot(self, snapshot: ControlSnapshot) -> None:
+        previous = self.snapshot
+        self.snapshot = snapshot
+        rules = snapshot.rules
+        self.metrics.rules_version.set(int(rules.version) if rules and rules.version.isdigit() else 0)
+        self.metrics.set_kills(snapshot.kills, set(previous.kills))
+        if rules is not None and (previous.rules is None or previous.rules.version != rules.version):
+            log.info("routing with rules version %s", rules.version)
+        if snapshot.kills != previous.kills:
+            log.warning("kill switches now: %s", sorted(snapshot.kills) or "none")
+
+    def observe(self, outcome: RequestOutcome) -> None:
+        for observer in self.observers:
+            try:
+                observer.observe(outcome)
+            except Exception:
+                log.exception("observer %r failed", observer)
+
+    async def track_unit(
+        self, funnel: Funnel, unit: str, decision: Decision, status: int,
+        signals: tuple[str, ...],
+    ) -> None:
+        """Start, keep or end a unit's in-flight checkout (see proxy.sticky)."""
+        rules = self.snapshot.rules
+        key = f"{funnel.name}:{unit}"
+        if "order_placed" in signals:
+            await self.sticky.release(key)
+        elif decision.reason in _NEW_ASSIGNMENT and status < 500 and rules is not None:
+            await self.sticky.set(key, decision.backend, rules.sticky_ttl_seconds)
+
+    def session_cookie(self, unit: str) -> str:
+        rules = self.snapshot.rules
+        name = rules.session_cookie if rules is not None else "checkout_session"
+        return f"{name}={unit}{self._cookie_suffix}"
+
+    def describe(self) -> dict[str, Any]:
+        snap = self.snapshot
+        age = self.watcher.state_age()
+        degraded = self.watcher.last_error is not None
+        return {
+            "status": "degraded" if degraded else "ok",
+            "rules_version": snap.rules.version if snap.rules else None,
+            "rules_error": snap.rules_error,
+            "kill_switches": sorted(snap.kills),
+            "store": "redis" if self.settings.redis_url else "sqlite",
+            "store_error": self.watcher.last_error,
+            "state_age_seconds": round(age, 3) if age is not None else None,
+            "epoch": snap.epoch,
+            "time": time.time(),
+        }

@@ -1,0 +1,75 @@
+"""Sticky assignments: which backend a unit's in-flight checkout started on.
+
+The rule: a unit's checkout is "in flight" from its first request that a backend answered
+(any status below 500) until the funnel's `order_placed` signal is seen for that unit, or until
+it has been idle for the funnel file's `stickiness.idle_ttl_seconds`. While in flight the unit
+keeps its backend (STICKY), whatever the percentage does; lowering a percentage therefore
+moves only units with no checkout in flight.
+
+Local state is a bounded LRU with an idle TTL (no unbounded growth). In distributed mode the
+assignments are also written to Redis (fire and forget) and read from it on a local miss.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Protocol
+
+from proxy.decision import Backend
+
+
+class StickyStore(Protocol):
+    async def get(self, key: str) -> Backend | None: ...
+
+    async def set(self, key: str, backend: Backend, ttl: int) -> None: ...
+
+    async def release(self, key: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class LocalSticky:
+    """In-process LRU with idle expiry; every operation is O(1)."""
+
+    def __init__(self, max_units: int) -> None:
+        self.max_units = max_units
+        self._entries: OrderedDict[str, tuple[Backend, float, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get_local(self, key: str, now: float | None = None) -> Backend | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        backend, expires, ttl = entry
+        now = time.monotonic() if now is None else now
+        if expires < now:
+            del self._entries[key]
+            return None
+        self._entries[key] = (backend, now + ttl, ttl)
+        self._entries.move_to_end(key)
+        return backend
+
+    def set_local(self, key: str, backend: Backend, ttl: int, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self._entries[key] = (backend, now + ttl, ttl)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_units:
+            self._entries.popitem(last=False)
+
+    def release_local(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    async def get(self, key: str) -> Backend | None:
+        return self.get_local(key)
+
+    async def set(self, key: str, backend: Backend, ttl: int) -> None:
+        self.set_local(key, backend, ttl)
+
+    async def release(self, key: str) -> None:
+        self.release_local(key)
+
+    async def close(self) -> None:
+        self._entries.clear()

@@ -1,0 +1,157 @@
+"""Control store in Redis: distributed mode, shared by every proxy replica.
+
+Every write bumps `strangler:epoch` and publishes it on `strangler:changes`, so replicas
+hear of a change at once (pub/sub) and notice it on their next poll if a message is lost.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from typing import Any
+
+import redis
+
+from proxy.store.base import (
+    AuditEntry,
+    KillSwitch,
+    RulesVersion,
+    StoreUnavailable,
+    VersionConflict,
+)
+
+PREFIX = "strangler:"
+CHANNEL = PREFIX + "changes"
+K_EPOCH = PREFIX + "epoch"
+K_ACTIVE = PREFIX + "rules:active"
+K_COUNTER = PREFIX + "rules:counter"
+K_VERSIONS = PREFIX + "rules:versions"
+K_KILLS = PREFIX + "kill"
+K_AUDIT = PREFIX + "audit"
+K_META = PREFIX + "meta"
+AUDIT_KEEP = 100_000
+
+
+class RedisControlStore:
+    def __init__(self, url: str, *, timeout: float = 2.0) -> None:
+        self.url = url
+        self.client = redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True
+        )
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"control store {self.url}: {exc}") from exc
+
+    def _published(self, pipe: Any) -> None:
+        pipe.incr(K_EPOCH)
+
+    def _notify(self) -> None:
+        epoch = self.client.get(K_EPOCH)
+        self.client.publish(CHANNEL, str(epoch or 0))
+
+    def epoch(self) -> int:
+        with self._errors():
+            return int(self.client.get(K_EPOCH) or 0)
+
+    def active_rules(self) -> RulesVersion | None:
+        with self._errors():
+            active = self.client.get(K_ACTIVE)
+            return self.rules_version(int(active)) if active else None
+
+    def rules_version(self, version: int) -> RulesVersion | None:
+        with self._errors():
+            raw = self.client.hget(K_VERSIONS, str(version))
+        return RulesVersion(**json.loads(raw)) if raw else None
+
+    def rules_history(self, limit: int = 50) -> list[RulesVersion]:
+        with self._errors():
+            top = int(self.client.get(K_COUNTER) or 0)
+            wanted = [str(v) for v in range(top, max(top - limit, 0), -1)]
+            raws = self.client.hmget(K_VERSIONS, wanted) if wanted else []
+        return [RulesVersion(**json.loads(raw)) for raw in raws if raw]
+
+    def apply_rules(
+        self, text: str, digest: str, *, expected_version: int | None, actor: str, reason: str,
+        source: str, audit: AuditEntry,
+    ) -> RulesVersion:
+        with self._errors(), self.client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(K_ACTIVE, K_COUNTER)
+                    raw_active = pipe.get(K_ACTIVE)
+                    active = int(raw_active) if raw_active else None
+                    if active != expected_version:
+                        raise VersionConflict(expected_version, active)
+                    version = int(pipe.get(K_COUNTER) or 0) + 1
+                    record = RulesVersion(version, text, digest, audit.at, actor, reason, source)
+                    pipe.multi()
+                    pipe.set(K_COUNTER, version)
+                    pipe.hset(K_VERSIONS, str(version), json.dumps(asdict(record)))
+                    pipe.set(K_ACTIVE, version)
+                    self._push_audit(pipe, audit)
+                    self._published(pipe)
+                    pipe.execute()
+                    break
+                except redis.WatchError:
+                    continue
+            self._notify()
+        return record
+
+    def kill_switches(self) -> dict[str, KillSwitch]:
+        with self._errors():
+            raw = self.client.hgetall(K_KILLS)
+        return {scope: KillSwitch(**json.loads(value)) for scope, value in raw.items()}
+
+    def set_kill(self, switch: KillSwitch, audit: AuditEntry) -> None:
+        with self._errors():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hset(K_KILLS, switch.scope, json.dumps(asdict(switch)))
+            self._push_audit(pipe, audit)
+            self._published(pipe)
+            pipe.execute()
+            self._notify()
+
+    def clear_kill(self, scope: str, audit: AuditEntry) -> KillSwitch | None:
+        previous = self.kill_switches().get(scope)
+        with self._errors():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hdel(K_KILLS, scope)
+            self._push_audit(pipe, audit)
+            self._published(pipe)
+            pipe.execute()
+            self._notify()
+        return previous
+
+    @staticmethod
+    def _push_audit(pipe: Any, entry: AuditEntry) -> None:
+        pipe.lpush(K_AUDIT, json.dumps(asdict(entry), sort_keys=True))
+        pipe.ltrim(K_AUDIT, 0, AUDIT_KEEP - 1)
+
+    def record_audit(self, entry: AuditEntry) -> None:
+        with self._errors():
+            pipe = self.client.pipeline(transaction=True)
+            self._push_audit(pipe, entry)
+            pipe.execute()
+
+    def audit_log(self, limit: int = 100) -> list[AuditEntry]:
+        with self._errors():
+            raws = self.client.lrange(K_AUDIT, 0, limit - 1)
+        return [AuditEntry(**json.loads(raw)) for raw in raws]
+
+    def get_meta(self, key: str) -> str | None:
+        with self._errors():
+            value = self.client.hget(K_META, key)
+        return str(value) if value is not None else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._errors():
+            self.client.hset(K_META, key, value)
+
+    def close(self) -> None:
+        self.client.close()
