@@ -16,6 +16,7 @@ import typer
 import uvicorn
 
 from cli.common import RedisUrl, console, fail
+from proxy.main import UVICORN_OPTIONS
 
 Host = Annotated[str, typer.Option("--host", help="Address to listen on.")]
 Port = Annotated[int, typer.Option("--port", help="Proxy port.")]
@@ -35,8 +36,8 @@ def _run_proxy(host: str, port: int, workers: int, env: dict[str, str]) -> None:
     uvicorn.run(
         "proxy.main:create_app", factory=True, host=host, port=port, workers=workers,
         log_level=os.environ.get("STRANGLER_LOG_LEVEL", "info"), access_log=False,
-        server_header=False, date_header=False, loop="uvloop", http="httptools",
-        timeout_graceful_shutdown=10,
+        loop="uvloop", http="httptools", timeout_graceful_shutdown=10,
+        **UVICORN_OPTIONS,  # type: ignore[arg-type]
     )
 
 

@@ -57,7 +57,7 @@ _HTTP_SLUGS: Mapping[int, tuple[str, str]] = {
 
 def problem_body(
     status: int, slug: str, title: str, detail: str, instance: str,
-    errors: Sequence[FieldError] = (),
+    *, errors: Sequence[FieldError] = (),
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + slug, "title": title, "status": status,
@@ -70,9 +70,9 @@ def problem_body(
 
 def problem(
     status: int, slug: str, title: str, detail: str, instance: str,
-    errors: Sequence[FieldError] = (), headers: Mapping[str, str] | None = None,
+    *, errors: Sequence[FieldError] = (), headers: Mapping[str, str] | None = None,
 ) -> Response:
-    body = problem_body(status, slug, title, detail, instance, errors)
+    body = problem_body(status, slug, title, detail, instance, errors=errors)
     return ProblemResponse(body, status_code=status, headers=headers)
 
 
@@ -87,7 +87,7 @@ async def on_checkout_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, CheckoutError)
     status, slug, title = _status_of(exc)
     errors = exc.errors if isinstance(exc, InvalidInput) else ()
-    return problem(status, slug, title, str(exc), request.url.path, errors)
+    return problem(status, slug, title, str(exc), request.url.path, errors=errors)
 
 
 async def on_bad_request(request: Request, exc: Exception) -> Response:

@@ -9,3 +9,10 @@ from proxy.runtime import ProxyRuntime
 
 def create_app(settings: ProxySettings | None = None) -> ProxyApp:
     return ProxyApp(ProxyRuntime(settings or ProxySettings()))
+
+
+# How uvicorn must run the proxy: the upstream's Date/Server pass through untouched, and
+# X-Forwarded-For is judged by the proxy's own trusted_proxies, not by uvicorn.
+UVICORN_OPTIONS: dict[str, object] = {
+    "server_header": False, "date_header": False, "proxy_headers": False,
+}

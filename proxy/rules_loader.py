@@ -8,7 +8,6 @@ RulesError with every problem found.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,13 +143,17 @@ def _semantic_issues(spec: RulesFile, lines: _LineMap) -> list[RuleIssue]:
     issues: list[RuleIssue] = []
 
     def dup(values: list[tuple[Loc, str | None]], what: str) -> None:
-        counts = Counter(v for _, v in values if v is not None)
+        first: dict[str, Loc] = {}
         for loc, value in values:
-            if value is not None and counts[value] > 1:
-                issues.append(RuleIssue(
-                    lines.source, lines.line_of(loc), format_loc(loc),
-                    f"duplicate {what} {value!r}",
-                ))
+            if value is None:
+                continue
+            if value not in first:
+                first[value] = loc
+                continue
+            issues.append(RuleIssue(
+                lines.source, lines.line_of(loc), format_loc(loc),
+                f"duplicate {what} {value!r} (first at line {lines.line_of(first[value])})",
+            ))
 
     dup([(("funnels", i, "name"), f.name) for i, f in enumerate(spec.funnels)], "funnel")
     dup([(("funnels", i, "match", "header"), f.match.header)

@@ -23,6 +23,7 @@ CHECKOUT_STARTED = "checkout.started"
 ORDER_PLACED = "order.placed"
 PAYMENT_AUTHORIZED = "payment.authorized"
 PAYMENT_FAILED = "payment.failed"
+PAYMENT_ORPHANED = "payment.orphaned"
 
 ONCE_PER_AGGREGATE = frozenset({CART_CREATED, CHECKOUT_STARTED, ORDER_PLACED, PAYMENT_AUTHORIZED})
 

@@ -137,9 +137,13 @@ class RedisControlStore:
         with self._errors():
             pipe = self.client.pipeline(transaction=True)
             self._push_audit(pipe, entry)
+            self._published(pipe)
             pipe.execute()
+            self._notify()
 
     def audit_log(self, limit: int = 100) -> list[AuditEntry]:
+        if limit <= 0:
+            return []
         with self._errors():
             raws = self.client.lrange(K_AUDIT, 0, limit - 1)
         return [AuditEntry(**json.loads(raw)) for raw in raws]

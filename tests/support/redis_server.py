@@ -37,17 +37,11 @@ def _unavailable(reason: str) -> None:
 
 
 @contextmanager
-def redis_url() -> Iterator[str]:
-    """Yield the URL of a reachable Redis server."""
-    url = os.environ.get("REDIS_URL")
-    if url:
-        if not _ping(url):
-            _unavailable(f"REDIS_URL={url} does not answer")
-        yield url
-        return
+def own_redis_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A redis-server of this test's own, on a free port: (url, process)."""
     binary = shutil.which("redis-server")
     if binary is None:
-        _unavailable("no REDIS_URL and no redis-server binary")
+        _unavailable("no redis-server binary")
         return
     port = free_port()
     with tempfile.TemporaryDirectory() as workdir:
@@ -63,7 +57,20 @@ def redis_url() -> Iterator[str]:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     pytest.fail("redis-server did not start")
                 time.sleep(0.05)
-            yield url
+            yield url, proc
         finally:
             proc.terminate()
             proc.wait(5)
+
+
+@contextmanager
+def redis_url() -> Iterator[str]:
+    """Yield the URL of a reachable Redis server."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        if not _ping(url):
+            _unavailable(f"REDIS_URL={url} does not answer")
+        yield url
+        return
+    with own_redis_server() as (own_url, _):
+        yield own_url

@@ -1,0 +1,80 @@
+"""Request bodies: parsed and checked once, at the edge, into typed values."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+
+from checkout_core.domain.errors import FieldError, ValidationFailed
+from checkout_core.web.problems import BadRequest
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+M = TypeVar("M", bound=BaseModel)
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(strict=True, frozen=True)
+
+
+class CreateCart(Body):
+    country: Annotated[str, StringConstraints(max_length=8)]
+    currency: Annotated[str, StringConstraints(max_length=8)]
+
+
+class AddItem(Body):
+    sku: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    quantity: int
+
+
+class ChangeQuantity(Body):
+    quantity: int
+
+
+class AddressIn(Body):
+    name: Text
+    line1: Text
+    line2: Text | None = None
+    city: Text
+    postal_code: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                                   max_length=20)]
+    country: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$")]
+
+
+class StartCheckout(Body):
+    email: Annotated[str, StringConstraints(strip_whitespace=True, max_length=254)]
+    shipping_address: AddressIn
+    promotion_code: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+
+class PaymentIn(Body):
+    method: Literal["card"]
+    token: Annotated[str, StringConstraints(pattern=r"^tok_[A-Za-z0-9_]{1,100}$")]
+
+
+class PlaceOrderIn(Body):
+    payment: PaymentIn
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest("malformed-json", f"the body is not valid JSON: {exc}") from exc
+
+
+def parse(model: type[M], raw: bytes) -> tuple[M, Any]:
+    """The body as `model`, and the JSON value it came from; 400 or 422 when it is not."""
+    value = parse_json(raw)
+    try:
+        return model.model_validate_json(raw), value
+    except ValidationError as exc:
+        raise ValidationFailed(*_field_errors(exc)) from None
+
+
+def _field_errors(exc: ValidationError) -> list[FieldError]:
+    return [
+        FieldError(".".join(str(part) for part in err["loc"]) or "body", err["msg"])
+        for err in exc.errors()
+    ]
