@@ -100,7 +100,8 @@ def up(
     port: Port = 8080, host: Host = "127.0.0.1", rules: RulesOpt = None,
     data_dir: Annotated[Path, typer.Option(help="Where the SQLite files live.")] = Path("var"),
     legacy_latency_ms: Annotated[int | None, typer.Option(
-        help="Legacy stub latency (default: the stub's own, a few hundred ms).")] = None,
+        help="Fixed legacy stub latency in ms, no jitter (default: the stub's own, "
+        "250-350 ms like a monolith).")] = None,
 ) -> None:
     """Run the whole strangler on this machine: proxy, checkout core, legacy stub.
 
@@ -115,6 +116,7 @@ def up(
     legacy_env = {}
     if legacy_latency_ms is not None:
         legacy_env["LEGACY_STUB_LATENCY_MS"] = str(legacy_latency_ms)
+        legacy_env["LEGACY_STUB_LATENCY_JITTER_MS"] = "0"
     with _backend("checkout_core", port + 1, core_env, "checkout core") as core_url, \
             _backend("legacy_stub", port + 2, legacy_env, "legacy stub") as legacy_url:
         proxy_url = f"http://{host}:{port}"

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from legacy_stub.errors import InvalidInput
 from legacy_stub.models import Declined, Placement
 from legacy_stub.problems import BadRequest, problem
 from legacy_stub.schemas import ItemQuantity, NewCart, NewCheckout, NewItem, NewOrder, parse
@@ -34,14 +35,14 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
 
 
 async def read_json(request: Request) -> dict[str, Any]:
-    """The body as a JSON object, or `BadRequest` (malformed JSON or not an object)."""
+    """The body as a JSON object: `BadRequest` if it is not JSON, 422 if not an object."""
     raw = await read_body(request)
     try:
         data = json.loads(raw)
     except ValueError as exc:
         raise BadRequest("malformed-json", "The request body is not valid JSON.") from exc
     if not isinstance(data, dict):
-        raise BadRequest("malformed-json", "The request body must be a JSON object.")
+        raise InvalidInput.field("body", "Input should be an object")
     return data
 
 

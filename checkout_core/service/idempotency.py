@@ -13,12 +13,12 @@ from typing import Any
 from checkout_core.domain.errors import IdempotencyKeyReuse
 from checkout_core.service.ports import IdempotencyRecord, Outcome
 
-KEY_SYNTAX = re.compile(r"^[\x20-\x7e]{1,255}$")
+KEY_SYNTAX = re.compile(r"[\x20-\x7e]{1,255}")
 
 
 def valid_key(key: str) -> bool:
     """1..255 printable ASCII characters."""
-    return bool(KEY_SYNTAX.match(key))
+    return KEY_SYNTAX.fullmatch(key) is not None
 
 
 def fingerprint(checkout_id: str, body: Mapping[str, Any]) -> str:

@@ -7,6 +7,7 @@ hear of a change at once (pub/sub) and notice it on their next poll if a message
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -21,6 +22,8 @@ from proxy.store.base import (
     StoreUnavailable,
     VersionConflict,
 )
+
+log = logging.getLogger("strangler.store")
 
 PREFIX = "strangler:"
 CHANNEL = PREFIX + "changes"
@@ -52,8 +55,12 @@ class RedisControlStore:
         pipe.incr(K_EPOCH)
 
     def _notify(self) -> None:
-        epoch = self.client.get(K_EPOCH)
-        self.client.publish(CHANNEL, str(epoch or 0))
+        """Wake the replicas. The write has landed already: a failure here only delays
+        them until their next poll, so it is logged, not raised."""
+        try:
+            self.client.publish(CHANNEL, str(self.client.get(K_EPOCH) or 0))
+        except redis.RedisError as exc:
+            log.warning("change written but not published (replicas will poll): %s", exc)
 
     def epoch(self) -> int:
         with self._errors():
@@ -118,15 +125,15 @@ class RedisControlStore:
             self._notify()
 
     def clear_kill(self, scope: str, audit: AuditEntry) -> KillSwitch | None:
-        previous = self.kill_switches().get(scope)
         with self._errors():
             pipe = self.client.pipeline(transaction=True)
+            pipe.hget(K_KILLS, scope)
             pipe.hdel(K_KILLS, scope)
             self._push_audit(pipe, audit)
             self._published(pipe)
-            pipe.execute()
-            self._notify()
-        return previous
+            previous = pipe.execute()[0]
+        self._notify()
+        return KillSwitch(**json.loads(previous)) if previous else None
 
     @staticmethod
     def _push_audit(pipe: Any, entry: AuditEntry) -> None:

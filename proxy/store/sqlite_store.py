@@ -66,11 +66,12 @@ class SqliteControlStore:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     yield self._db
+                    self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'epoch'")
+                    self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
                     raise
-                self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'epoch'")
-                self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"control store {self.path}: {exc}") from exc
 
@@ -151,11 +152,15 @@ class SqliteControlStore:
             self._audit(db, audit)
 
     def clear_kill(self, scope: str, audit: AuditEntry) -> KillSwitch | None:
-        previous = self.kill_switches().get(scope)
         with self._tx() as db:
-            db.execute("DELETE FROM kill_switches WHERE scope = ?", (scope,))
+            row = db.execute(
+                "DELETE FROM kill_switches WHERE scope = ? RETURNING scope, reason, actor, at, "
+                "evidence", (scope,),
+            ).fetchone()
             self._audit(db, audit)
-        return previous
+        if row is None:
+            return None
+        return KillSwitch(row[0], row[1], row[2], row[3], json.loads(row[4]) if row[4] else None)
 
     @staticmethod
     def _audit(db: sqlite3.Connection, entry: AuditEntry) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -382,25 +383,36 @@ def test_unknown_ids_are_404(backend: Backend, index: int, foreign: bool) -> Non
     assert_problem(response, 404)
 
 
-@pytest.mark.parametrize(("method", "route"), [
-    ("POST", "/carts"),
-    ("POST", "/carts/{cart}/items"),
-    ("PATCH", "/carts/{cart}/items/AC-CASE-6"),
-    ("POST", "/carts/{cart}/checkout"),
-    ("POST", "/checkouts/{checkout}/orders"),
-])
-@pytest.mark.parametrize("content", [b'{"country": "DE",', b"", b"not json", b"[1, 2]", b'"DE"',
-                                     b"\xc3\x28"],
-                         ids=["truncated", "empty", "text", "array", "string", "bad-utf8"])
-def test_a_body_that_is_not_a_json_object_is_400(
-    backend: Backend, method: str, route: str, content: bytes
-) -> None:
+BODY_ROUTES = [("POST", "/carts"), ("POST", "/carts/{cart}/items"),
+               ("PATCH", "/carts/{cart}/items/AC-CASE-6"), ("POST", "/carts/{cart}/checkout"),
+               ("POST", "/checkouts/{checkout}/orders")]
+NOT_JSON = {"truncated": b'{"country": "DE",', "empty": b"", "text": b"not json",
+            "bad-utf8": b"\xc3\x28"}
+NOT_AN_OBJECT = {"array": b"[1, 2]", "string": b'"DE"', "number": b"7", "null": b"null"}
+
+
+def _send_raw(backend: Backend, method: str, route: str, content: bytes) -> httpx.Response:
     checkout = backend.checkout(items=[("AC-CASE-6", 1)])
     fresh = backend.cart(items=[("AC-CASE-6", 1)])
     path = route.format(cart=fresh["id"], checkout=checkout["id"])
-    response = backend.http.request(method, path, content=content, headers={
+    return backend.http.request(method, path, content=content, headers={
         "Content-Type": "application/json", "Idempotency-Key": new_key()})
-    assert_problem(response, 400)
+
+
+@pytest.mark.parametrize(("method", "route"), BODY_ROUTES)
+@pytest.mark.parametrize("content", NOT_JSON.values(), ids=NOT_JSON.keys())
+def test_a_body_that_is_not_json_is_400(
+    backend: Backend, method: str, route: str, content: bytes
+) -> None:
+    assert_problem(_send_raw(backend, method, route, content), 400)
+
+
+@pytest.mark.parametrize(("method", "route"), BODY_ROUTES)
+@pytest.mark.parametrize("content", NOT_AN_OBJECT.values(), ids=NOT_AN_OBJECT.keys())
+def test_json_that_is_not_an_object_is_422_on_the_body(
+    backend: Backend, method: str, route: str, content: bytes
+) -> None:
+    assert_problem(_send_raw(backend, method, route, content), 422, field="body")
 
 
 def test_healthz_names_the_backend(backend: Backend) -> None:

@@ -134,12 +134,18 @@ async def test_bad_fault_settings_are_422_and_change_nothing(
     assert (await client.get("/_faults")).json() == QUIET
 
 
-@pytest.mark.parametrize("content", [b"{", b"[]", b""])
-async def test_a_fault_body_that_is_not_a_json_object_is_400(
+@pytest.mark.parametrize("content", [b"{", b"", b"fast please"])
+async def test_a_fault_body_that_is_not_json_is_400(
     make_client: ClientFactory, content: bytes
 ) -> None:
     client = make_client()
     _assert_problem(await client.put("/_faults", content=content), 400, "malformed-json")
+
+
+async def test_a_fault_body_that_is_not_an_object_is_422(make_client: ClientFactory) -> None:
+    client = make_client()
+    problem = _assert_problem(await client.put("/_faults", json=[1]), 422, "validation-error")
+    assert problem["errors"][0]["field"] == "body"
 
 
 async def test_latency_applies_to_contract_routes_only(make_client: ClientFactory) -> None:

@@ -1,0 +1,27 @@
+"""`python -m checkout_core [--host H] [--port P]`: the core under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import uvicorn
+
+from checkout_core.config import CoreSettings
+from checkout_core.main import create_app
+
+
+def main(argv: list[str] | None = None) -> None:
+    defaults = CoreSettings()
+    parser = argparse.ArgumentParser(prog="python -m checkout_core", description=__doc__)
+    parser.add_argument("--host", default=defaults.host)
+    parser.add_argument("--port", type=int, default=defaults.port)
+    parser.add_argument("--db-path", default=str(defaults.db_path))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = CoreSettings(host=args.host, port=args.port, db_path=args.db_path)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""The Starlette entry point: `create_app(settings)` builds one self-contained core app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, Mount
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from checkout_core.adapters.fake_gateway import FakeGateway
+from checkout_core.bootstrap import Core, bootstrap
+from checkout_core.config import CoreSettings
+from checkout_core.web import api, ops
+from checkout_core.web.problems import BACKEND_HEADER, BACKEND_NAME, EXCEPTION_HANDLERS
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+class BackendNameMiddleware:
+    """Adds `X-Backend-Name: core` to every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", [])
+                           if k.lower() != BACKEND_HEADER.lower().encode()]
+                headers.append((BACKEND_HEADER.lower().encode(), BACKEND_NAME.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
+
+
+def _routes(core: Core) -> list[BaseRoute]:
+    routes: list[BaseRoute] = [*api.ROUTES, *ops.ROUTES]
+    if core.downstream_app is not None:
+        routes.append(Mount("/_downstream", app=core.downstream_app))
+    return routes
+
+
+def create_app(
+    settings: CoreSettings | None = None, *, gateway: FakeGateway | None = None
+) -> Starlette:
+    """The core app; `gateway` replaces the configured fake payment gateway (tests)."""
+    core = bootstrap(settings or CoreSettings(), gateway)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await core.start()
+        try:
+            yield
+        finally:
+            await core.stop()
+
+    app = Starlette(
+        routes=_routes(core),
+        middleware=[Middleware(BackendNameMiddleware)],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=lifespan,
+        max_body_size=MAX_BODY_BYTES,
+    )
+    app.state.core = core
+    return app

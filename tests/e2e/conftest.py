@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.servers import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def strangler_cmd() -> list[str]:
+    exe = shutil.which("strangler", path=str(Path(sys.executable).parent))
+    return [exe] if exe else [sys.executable, "-m", "cli.main"]
+
+
+def run_cli(*args: str, data_dir: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "STRANGLER_DB_PATH": str(data_dir / "strangler.sqlite3"),
+           "STRANGLER_ACTOR": "e2e"}
+    result = subprocess.run([*strangler_cmd(), *args], capture_output=True, text=True,
+                            env=env, timeout=60, cwd=REPO)
+    if check and result.returncode != 0:
+        raise AssertionError(f"strangler {' '.join(args)} failed: {result.stderr}")
+    return result
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"process exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} never became healthy")
+
+
+@dataclass
+class Up:
+    url: str
+    port: int
+    data_dir: Path
+    rules_file: Path
+    proc: subprocess.Popen[bytes]
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, data_dir=self.data_dir, check=check)
+
+
+@pytest.fixture(scope="module")
+def strangler_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    """`strangler up` as a user runs it, as a subprocess, on free ports."""
+    data_dir = tmp_path_factory.mktemp("up")
+    rules_file = data_dir / "checkout.yaml"
+    shutil.copy(REPO / "rules" / "checkout.yaml", rules_file)
+    while True:  # the proxy, core and legacy need three consecutive free ports
+        port = free_port()
+        if port < 65000:
+            break
+    log = open(data_dir / "up.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [*strangler_cmd(), "up", "--port", str(port), "--data-dir", str(data_dir),
+         "--rules", str(rules_file), "--legacy-latency-ms", "5"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url + "/_strangler/healthz", proc)
+        yield Up(url, port, data_dir, rules_file, proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
