@@ -8,7 +8,6 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-
 class CoreSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CHECKOUT_CORE_", frozen=True, extra="ignore")
 

@@ -65,7 +65,7 @@ def create_app(
     app = Starlette(
         routes=_routes(core),
         middleware=[Middleware(BackendNameMiddleware)],
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
         max_body_size=MAX_BODY_BYTES,
     )

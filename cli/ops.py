@@ -100,7 +100,9 @@ def status_data(store: ControlStore) -> dict[str, Any]:
     }
 
 
-def status(db_path: DbPath = DEFAULT_DB, redis_url: RedisUrl = None, as_json: AsJson = False) -> None:
+def status(
+    db_path: DbPath = DEFAULT_DB, redis_url: RedisUrl = None, as_json: AsJson = False,
+) -> None:
     """Rules version, percentage per funnel and country, kill switches.
 
     Example: strangler status --json
@@ -118,7 +120,9 @@ def status(db_path: DbPath = DEFAULT_DB, redis_url: RedisUrl = None, as_json: As
     table = Table("funnel", "rule", "countries", "core %", "state")
     for f in data["funnels"]:
         for r in f["rules"]:
-            countries = r["countries"] if isinstance(r["countries"], str) else ",".join(r["countries"])
+            countries = r["countries"]
+            if not isinstance(countries, str):
+                countries = ",".join(countries)
             table.add_row(f["name"], r["id"], countries, f"{r['percent']:g}",
                           "killed" if f["killed"] else "live")
     console.print(table)

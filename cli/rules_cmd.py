@@ -80,7 +80,7 @@ def apply(
     except OSError as exc:
         fail(f"cannot read {file}: {exc}")
     with store_for(db_path, redis_url) as store:
-        expected: int | None | str = "active" if expect_version is None else expect_version
+        expected: int | str | None = "active" if expect_version is None else expect_version
         record = apply_rules_text(store, text, source=str(file), actor=actor_name(actor),
                                   reason=reason, expected_version=expected)
     console.print(f"applied {file} as rules version {record.version}")

@@ -11,13 +11,14 @@ import logging
 import time
 from typing import Any
 
+from aiohttp import ClientResponse
+
 from proxy.context import extract_context, quote_path
 from proxy.decision import Backend, Decision, Reason, RequestContext, decide
 from proxy.forward import (
     BodyTooLarge,
     ClientGone,
     RequestBody,
-    Upstream,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnreachable,
@@ -30,6 +31,16 @@ from proxy.runtime import ProxyRuntime
 log = logging.getLogger("strangler.proxy")
 
 ADMIN_PREFIX = "/_strangler/"
+
+
+class ForwardFailed(Exception):
+    """The upstream failed; `decision` is the one in force when it did (maybe FAILOVER)."""
+
+    def __init__(self, error: UpstreamError, decision: Decision) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.decision = decision
+
 NO_BODY_STATUS = frozenset({204, 304})
 
 
@@ -130,7 +141,7 @@ class ProxyApp:
         qs = scope.get("query_string", b"")
         path_qs = quote_path(ctx.path) + ("?" + qs.decode("latin-1") if qs else "")
         try:
-            response = await self._send_with_failover(
+            response, decision = await self._send_with_failover(
                 decision, method, path_qs, upstream_headers, body
             )
         except BodyTooLarge:
@@ -139,46 +150,41 @@ class ProxyApp:
             return
         except ClientGone:
             return
-        except UpstreamError as exc:
-            decision = exc.decision  # type: ignore[attr-defined]
+        except ForwardFailed as failed:
+            exc, decision = failed.error, failed.decision
             status, slug = (504, "upstream-timeout") if isinstance(exc, UpstreamTimeout) else (
                 502, "upstream-unavailable")
             log.warning("%s %s -> %s failed: %s", method, ctx.path, decision.backend, exc)
             await self._reply_problem(send, ctx, decision, status, slug, str(exc), started, scope,
                                       upstream_error=exc.kind)
             return
-        decision = response.decision  # type: ignore[attr-defined]
         await self._stream_response(scope, send, ctx, decision, response, started)
 
     async def _send_with_failover(
         self, decision: Decision, method: str, path_qs: str, headers: list[tuple[str, str]],
         body: RequestBody | None,
-    ) -> Any:
-        upstream = self.rt.upstream(decision.backend)
+    ) -> tuple[ClientResponse, Decision]:
+        """Send to the decided backend; when the core cannot be reached and nothing was sent
+        yet, send to legacy instead (FAILOVER). Raises ForwardFailed with the final decision."""
         try:
-            response = await upstream.send(method, path_qs, headers, body)
+            return await self.rt.upstream(decision.backend).send(
+                method, path_qs, headers, body), decision
         except UpstreamUnreachable as exc:
             if decision.backend is not Backend.CORE or (body is not None and body.started):
-                exc.decision = decision  # type: ignore[attr-defined]
-                raise
+                raise ForwardFailed(exc, decision) from exc
             log.warning("core unreachable (%s): failing over to legacy", exc)
-            decision = decision.failed_over()
-            try:
-                response = await self.rt.upstream(Backend.LEGACY).send(
-                    method, path_qs, headers, body
-                )
-            except UpstreamError as exc2:
-                exc2.decision = decision  # type: ignore[attr-defined]
-                raise
         except UpstreamError as exc:
-            exc.decision = decision  # type: ignore[attr-defined]
-            raise
-        response.decision = decision  # type: ignore[attr-defined]
-        return response
+            raise ForwardFailed(exc, decision) from exc
+        decision = decision.failed_over()
+        try:
+            return await self.rt.upstream(Backend.LEGACY).send(
+                method, path_qs, headers, body), decision
+        except UpstreamError as exc:
+            raise ForwardFailed(exc, decision) from exc
 
     async def _stream_response(
         self, scope: dict[str, Any], send: Any, ctx: RequestContext, decision: Decision,
-        response: Any, started: float,
+        response: ClientResponse, started: float,
     ) -> None:
         status: int = response.status
         out = downstream_response_headers(response.raw_headers, self.via)
@@ -258,7 +264,9 @@ def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
     return None
 
 
-def _request_body(receive: Any, headers: list[tuple[bytes, bytes]], limit: int) -> RequestBody | None:
+def _request_body(
+    receive: Any, headers: list[tuple[bytes, bytes]], limit: int,
+) -> RequestBody | None:
     """A streaming body when the request has one (Content-Length > 0 or chunked)."""
     for name, value in headers:
         if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):

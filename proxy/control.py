@@ -38,7 +38,7 @@ class ControlSnapshot:
 
 def apply_rules_text(
     store: ControlStore, text: str, *, source: str, actor: str, reason: str,
-    expected_version: int | None | str = "active",
+    expected_version: int | str | None = "active",
 ) -> RulesVersion:
     """Validate and store rules as the new active version (compare-and-set).
 
@@ -117,7 +117,9 @@ def kill(
     return switch
 
 
-def unkill(store: ControlStore, funnel: str | None, *, actor: str, reason: str) -> KillSwitch | None:
+def unkill(
+    store: ControlStore, funnel: str | None, *, actor: str, reason: str,
+) -> KillSwitch | None:
     if not reason.strip():
         raise ControlError("a reason is required")
     scope = funnel or GLOBAL_SCOPE

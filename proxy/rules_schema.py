@@ -14,7 +14,6 @@ from typing import Annotated, Literal
 import pycountry
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-SCHEMA_VERSION = 1
 HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
 IDENTIFIER = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 
@@ -120,7 +119,7 @@ class RulesFile(Strict):
         json_schema_extra={"title": "checkout strangler rules"},
     )
 
-    schema_version: Literal[1] = Field(SCHEMA_VERSION, alias="schema")
-    context: ContextSpec = Field(default_factory=ContextSpec)  # type: ignore[arg-type]
-    stickiness: StickinessSpec = Field(default_factory=StickinessSpec)  # type: ignore[arg-type]
+    schema_version: Literal[1] = Field(1, alias="schema")
+    context: ContextSpec = Field(default_factory=ContextSpec)
+    stickiness: StickinessSpec = Field(default_factory=StickinessSpec)
     funnels: list[FunnelSpec] = Field(default_factory=list)

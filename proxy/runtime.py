@@ -47,7 +47,9 @@ class ProxyRuntime:
         }
         rules_file = Path(settings.rules_file) if settings.rules_file else None
         self.watcher = ControlWatcher(self, rules_file)
-        self._cookie_suffix = f"; Path=/; Max-Age={settings.session_cookie_max_age}; HttpOnly; SameSite=Lax"
+        self._cookie_suffix = (
+            f"; Path=/; Max-Age={settings.session_cookie_max_age}; HttpOnly; SameSite=Lax"
+        )
 
     def _sticky_store(self) -> StickyStore:
         if self.settings.redis_url:
@@ -73,9 +75,11 @@ class ProxyRuntime:
         previous = self.snapshot
         self.snapshot = snapshot
         rules = snapshot.rules
-        self.metrics.rules_version.set(int(rules.version) if rules and rules.version.isdigit() else 0)
+        numeric = rules is not None and rules.version.isdigit()
+        self.metrics.rules_version.set(int(rules.version) if rules and numeric else 0)
         self.metrics.set_kills(snapshot.kills, set(previous.kills))
-        if rules is not None and (previous.rules is None or previous.rules.version != rules.version):
+        old = previous.rules.version if previous.rules is not None else None
+        if rules is not None and rules.version != old:
             log.info("routing with rules version %s", rules.version)
         if snapshot.kills != previous.kills:
             log.warning("kill switches now: %s", sorted(snapshot.kills) or "none")

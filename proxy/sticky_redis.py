@@ -40,7 +40,7 @@ class RedisSticky:
             return None
         if raw is None:
             return None
-        return Backend(raw.decode())
+        return Backend(raw.decode() if isinstance(raw, bytes) else raw)
 
     def _background(self, coro: object) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(self._guard(coro))

@@ -73,7 +73,7 @@ class RedisEventStream:
     ) -> list[StreamMessage]:
         block_ms = max(1, int(block_seconds * 1000)) if block_seconds > 0 else None
         try:
-            reply = await self.client.xreadgroup(
+            reply: Any = await self.client.xreadgroup(
                 group, consumer, {self.stream: ">"}, count=count, block=block_ms
             )
         except ResponseError as exc:
@@ -132,14 +132,17 @@ class RedisEventStream:
         return int(await self.client.xlen(self.stream))
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        entries = await self.client.xrange(self.dlq, count=limit)
+        entries: list[Entry] | None = await self.client.xrange(  # type: ignore[assignment]
+            self.dlq, count=limit
+        )
         return [_dead_letter(entry) for entry in entries or []]
 
     async def dlq_size(self) -> int:
         return int(await self.client.xlen(self.dlq))
 
     async def replay(self, ids: Sequence[str] | None) -> list[str]:
-        entries: list[Entry] = list(await self.client.xrange(self.dlq) or [])
+        found: list[Entry] | None = await self.client.xrange(self.dlq)  # type: ignore[assignment]
+        entries = found or []
         by_id = dict(entries)
         chosen = list(by_id) if ids is None else list(dict.fromkeys(ids))
         missing = [i for i in chosen if i not in by_id]

@@ -16,9 +16,9 @@ from checkout_core.domain.checkout import Address, Checkout, Order, Payment
 from checkout_core.domain.pricing import Line, Totals
 from checkout_core.service.ports import (
     IdempotencyRecord,
-    Outcome,
     OutboxEntry,
     OutboxLag,
+    Outcome,
     PaymentLock,
     UnitOfWork,
 )

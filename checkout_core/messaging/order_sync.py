@@ -89,21 +89,24 @@ class OrderSyncConsumer:
     async def handle(self, message: StreamMessage) -> None:
         group, event = self.config.group, message.event
         if event is None:
-            return await self._park(message, "undecodable message body", 0)
-        if event.type != ORDER_PLACED:
-            await self.stream.ack(group, message, None)
-            return self.observe(group, "skipped")
-        if await self.stream.is_processed(group, event.idempotency_key):
-            await self.stream.ack(group, message, None)
-            return self.observe(group, "duplicate")
-        if message.deliveries > self.config.max_deliveries:
-            error = f"delivered {message.deliveries} times without being processed"
-            return await self._park(message, error, 0)
-        error, attempts = await self._push(message)
-        if error is not None:
-            return await self._park(message, error, attempts)
-        await self.stream.ack(group, message, event.idempotency_key)
-        self.observe(group, "delivered")
+            await self._park(message, "undecodable message body", 0)
+        elif event.type != ORDER_PLACED:
+            await self._ack(message, "skipped")
+        elif await self.stream.is_processed(group, event.idempotency_key):
+            await self._ack(message, "duplicate")
+        elif message.deliveries > self.config.max_deliveries:
+            reason = f"delivered {message.deliveries} times without being processed"
+            await self._park(message, reason, 0)
+        else:
+            failure, attempts = await self._push(message)
+            if failure is None:
+                await self._ack(message, "delivered", event.idempotency_key)
+            else:
+                await self._park(message, failure, attempts)
+
+    async def _ack(self, message: StreamMessage, outcome: str, key: str | None = None) -> None:
+        await self.stream.ack(self.config.group, message, key)
+        self.observe(self.config.group, outcome)
 
     async def _push(self, message: StreamMessage) -> tuple[str | None, int]:
         """(None, attempts) once the downstream took it, else (the last error, attempts)."""

@@ -112,11 +112,18 @@ class OutboxRepository(Protocol):
 
 
 class UnitOfWork(Protocol):
-    carts: CartRepository
-    checkouts: CheckoutRepository
-    orders: OrderRepository
-    idempotency: IdempotencyRepository
-    outbox: OutboxRepository
+    """The repositories of one transaction."""
+
+    @property
+    def carts(self) -> CartRepository: ...
+    @property
+    def checkouts(self) -> CheckoutRepository: ...
+    @property
+    def orders(self) -> OrderRepository: ...
+    @property
+    def idempotency(self) -> IdempotencyRepository: ...
+    @property
+    def outbox(self) -> OutboxRepository: ...
 
 
 class Store(Protocol):

@@ -86,7 +86,8 @@ async def bad_request(request: Request, exc: Exception) -> Response:
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = HTTP_SLUGS.get(exc.status_code, "http-error")
-    return problem(request, exc.status_code, code, str(exc.detail), headers=exc.headers)
+    headers = dict(exc.headers) if exc.headers else None
+    return problem(request, exc.status_code, code, str(exc.detail), headers=headers)
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:

@@ -90,7 +90,7 @@ class RedisControlStore:
         with self._errors(), self.client.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(K_ACTIVE, K_COUNTER)
+                    pipe.watch(K_ACTIVE, K_COUNTER)  # type: ignore[no-untyped-call]
                     raw_active = pipe.get(K_ACTIVE)
                     active = int(raw_active) if raw_active else None
                     if active != expected_version:
@@ -113,7 +113,7 @@ class RedisControlStore:
     def kill_switches(self) -> dict[str, KillSwitch]:
         with self._errors():
             raw = self.client.hgetall(K_KILLS)
-        return {scope: KillSwitch(**json.loads(value)) for scope, value in raw.items()}
+        return {str(scope): KillSwitch(**json.loads(value)) for scope, value in raw.items()}
 
     def set_kill(self, switch: KillSwitch, audit: AuditEntry) -> None:
         with self._errors():

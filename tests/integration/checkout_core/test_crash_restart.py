@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -77,20 +78,23 @@ async def _place_orders(settings: CoreSettings, count: int) -> list[str]:
         await core.stop()
 
 
+def unpublished(db_path: Path) -> int:
+    return int(SqliteDatabase(db_path).transaction(lambda conn: conn.execute(
+        "SELECT count(*) FROM outbox WHERE published_at IS NULL").fetchone()[0], write=False))
+
+
 def settled(db_path: Path) -> bool:
-    """Outbox published and no order-sync message pending or unread."""
-    def query(conn: object) -> bool:
-        c = conn  # sqlite3.Connection
-        unpublished = c.execute(  # type: ignore[attr-defined]
-            "SELECT count(*) FROM outbox WHERE published_at IS NULL").fetchone()[0]
-        pending = c.execute("SELECT count(*) FROM stream_pending").fetchone()[0]  # type: ignore[attr-defined]
-        unread = c.execute(  # type: ignore[attr-defined]
+    """Outbox published and no order-sync message pending or unread (embedded stream)."""
+    def backlog(conn: sqlite3.Connection) -> int:
+        pending = conn.execute("SELECT count(*) FROM stream_pending").fetchone()[0]
+        unread = conn.execute(
             "SELECT count(*) FROM stream_messages WHERE seq >"
             " coalesce((SELECT last_seq FROM stream_groups WHERE name = 'order-sync'), 0)"
         ).fetchone()[0]
-        return int(unpublished) + int(pending) + int(unread) == 0
+        return int(pending) + int(unread)
 
-    return SqliteDatabase(db_path).transaction(query, write=False)  # type: ignore[arg-type]
+    db = SqliteDatabase(db_path)
+    return unpublished(db_path) == 0 and db.transaction(backlog, write=False) == 0
 
 
 def assert_exactly_once(state: downstream_fake.DownstreamState, order_ids: list[str]) -> None:

@@ -8,10 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
+from checkout_core.config import CoreSettings
 from checkout_core.main import create_app
 from tests.support.servers import serve
-
-from checkout_core.config import CoreSettings
 
 from .conftest import FAST, SettingsFactory
 from .helpers import ADDRESS_JSON, http_checkout, payment_body, wait_until
