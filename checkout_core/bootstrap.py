@@ -37,7 +37,7 @@ FAKE_DOWNSTREAM_BASE = "http://downstream.internal"
 
 
 def open_database(settings: CoreSettings) -> SqliteDatabase:
-    db = SqliteDatabase(settings.db_path, settings.db_busy_timeout_ms)
+    db = SqliteDatabase(settings.db_path, settings.db_busy_timeout_ms, settings.db_synchronous)
     db.initialize()
     return db
 
@@ -155,7 +155,9 @@ def bootstrap(settings: CoreSettings, gateway: FakeGateway | None = None) -> Cor
 
 
 @contextlib.asynccontextmanager
-async def running(settings: CoreSettings, gateway: FakeGateway | None = None) -> AsyncIterator[Core]:
+async def running(
+    settings: CoreSettings, gateway: FakeGateway | None = None
+) -> AsyncIterator[Core]:
     """A started core without a web app (the worker, tests)."""
     core = bootstrap(settings, gateway)
     await core.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,6 +16,8 @@ class CoreSettings(BaseSettings):
     port: int = Field(8081, ge=0, le=65535)
     db_path: Path = Path("var/checkout_core.sqlite3")
     db_busy_timeout_ms: int = Field(5000, ge=0)
+    db_synchronous: Literal["NORMAL", "FULL"] = "FULL"
+    """FULL: every commit is fsynced, so an acknowledged order survives a power loss."""
     redis_url: str | None = None
     """Set: distributed mode (events through Redis Streams). Unset: embedded (all in SQLite)."""
     redis_prefix: str = "checkout_core"

@@ -16,8 +16,6 @@ from checkout_core.config import CoreSettings
 from checkout_core.web import api, ops
 from checkout_core.web.problems import BACKEND_HEADER, BACKEND_NAME, EXCEPTION_HANDLERS
 
-MAX_BODY_BYTES = 1024 * 1024
-
 
 class BackendNameMiddleware:
     """Adds `X-Backend-Name: core` to every response."""
@@ -67,7 +65,6 @@ def create_app(
         middleware=[Middleware(BackendNameMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
-        max_body_size=MAX_BODY_BYTES,
     )
     app.state.core = core
     return app

@@ -26,4 +26,8 @@ class ProxySettings(BaseSettings):
     sticky_max_units: int = Field(200_000, ge=1000)
     trusted_proxies: list[str] = Field(default_factory=list, description="CIDRs or IPs")
     via_name: str = "strangler"
+
+    telemetry_bucket_seconds: int = Field(10, ge=1, le=300)
+    guard_interval: float = Field(5.0, gt=0, description="seconds between guardrail checks")
+    guard_webhook_url: str | None = Field(None, description="POSTed the evidence of a trip")
     session_cookie_max_age: int = 86_400

@@ -52,6 +52,9 @@ class ProxyMetrics:
         self.store_errors = Counter(
             "strangler_store_errors_total", "Failed reads of the control store", registry=r
         )
+        self.telemetry_errors = Counter(
+            "strangler_telemetry_errors_total", "Telemetry flushes that failed", registry=r
+        )
         self.sticky_units = Gauge(
             "strangler_sticky_units", "Units with a checkout in flight (local)", registry=r
         )

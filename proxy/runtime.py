@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -12,12 +13,13 @@ from proxy.config import ProxySettings
 from proxy.control import ControlSnapshot
 from proxy.decision import Backend, Decision, Reason
 from proxy.forward import BackendConfig, Upstream
+from proxy.guardrails.telemetry import MemoryTelemetry, TelemetryRecorder, TelemetryStore
 from proxy.headers import TrustedProxies
 from proxy.metrics import ProxyMetrics
 from proxy.outcome import OutcomeObserver, RequestOutcome
 from proxy.rules import Funnel
 from proxy.sticky import LocalSticky, StickyStore
-from proxy.store import ControlStore, open_store
+from proxy.store import ControlStore, StoreUnavailable, open_store
 from proxy.watcher import ControlWatcher
 
 log = logging.getLogger("strangler.proxy")
@@ -28,12 +30,14 @@ _NEW_ASSIGNMENT = frozenset({Reason.RULE, Reason.DEFAULT, Reason.FAILOVER})
 class ProxyRuntime:
     def __init__(
         self, settings: ProxySettings, store: ControlStore | None = None,
-        sticky: StickyStore | None = None,
+        sticky: StickyStore | None = None, telemetry: TelemetryStore | None = None,
     ) -> None:
         self.settings = settings
         self.store = store or open_store(settings.redis_url, settings.db_path)
         self.metrics = ProxyMetrics()
-        self.observers: list[OutcomeObserver] = [self.metrics]
+        self.recorder = TelemetryRecorder(settings.telemetry_bucket_seconds)
+        self.telemetry = telemetry or self._telemetry_store()
+        self.observers: list[OutcomeObserver] = [self.metrics, self.recorder]
         self.trusted = TrustedProxies(settings.trusted_proxies)
         self.snapshot = ControlSnapshot(0, None, frozenset(), "not loaded yet")
         self.sticky = sticky or self._sticky_store()
@@ -47,6 +51,7 @@ class ProxyRuntime:
         }
         rules_file = Path(settings.rules_file) if settings.rules_file else None
         self.watcher = ControlWatcher(self, rules_file)
+        self._tasks: list[asyncio.Task[None]] = []
         self._cookie_suffix = (
             f"; Path=/; Max-Age={settings.session_cookie_max_age}; HttpOnly; SameSite=Lax"
         )
@@ -58,18 +63,50 @@ class ProxyRuntime:
             return RedisSticky(self.settings.redis_url, self.settings.sticky_max_units)
         return LocalSticky(self.settings.sticky_max_units)
 
+    def _telemetry_store(self) -> TelemetryStore:
+        bucket = self.settings.telemetry_bucket_seconds
+        if self.settings.redis_url:
+            from proxy.guardrails.telemetry_redis import RedisTelemetry
+
+            return RedisTelemetry(self.settings.redis_url, bucket)
+        return MemoryTelemetry(bucket)
+
     def upstream(self, backend: Backend) -> Upstream:
         return self._upstreams[backend]
 
     async def start(self) -> None:
         await self.watcher.start()
+        self._tasks.append(asyncio.create_task(self._flush_loop(), name="strangler-telemetry"))
 
     async def stop(self) -> None:
         await self.watcher.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.flush_telemetry()
+        await asyncio.to_thread(self.telemetry.close)
         for upstream in self._upstreams.values():
             await upstream.close()
         await self.sticky.close()
         await asyncio.to_thread(self.store.close)
+
+    async def flush_telemetry(self) -> None:
+        """Hand the recorder's deltas to the telemetry store (all replicas pool there)."""
+        batch = self.recorder.drain()
+        if not batch:
+            return
+        try:
+            await asyncio.to_thread(self.telemetry.add, batch)
+        except StoreUnavailable as exc:
+            self.metrics.telemetry_errors.inc()
+            log.warning("telemetry not recorded: %s", exc)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            await self.flush_telemetry()
 
     def set_snapshot(self, snapshot: ControlSnapshot) -> None:
         previous = self.snapshot

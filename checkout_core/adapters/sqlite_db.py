@@ -3,7 +3,8 @@
 Each transaction opens its own connection in a worker thread and closes it at the end, so
 the event loop never blocks on the database and no connection outlives its use. The file is
 in WAL mode (readers never wait for the writer); writers take the lock up front
-(`BEGIN IMMEDIATE`) and wait up to `busy_timeout` for each other.
+(`BEGIN IMMEDIATE`) and wait up to `busy_timeout` for each other. Commits are fsynced
+(`synchronous=FULL`) unless configured otherwise.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ import sqlite3
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 T = TypeVar("T")
+Synchronous = Literal["NORMAL", "FULL"]
+"""FULL fsyncs every commit (an acknowledged order survives a power loss); NORMAL in WAL
+mode survives process crashes only."""
 
 
 def _schema() -> str:
@@ -23,9 +27,12 @@ def _schema() -> str:
 
 
 class SqliteDatabase:
-    def __init__(self, path: Path, busy_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self, path: Path, busy_timeout_ms: int = 5000, synchronous: Synchronous = "FULL"
+    ) -> None:
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
+        self.synchronous = synchronous
 
     def initialize(self) -> None:
         """Create the file, switch it to WAL and create missing tables (idempotent)."""
@@ -42,7 +49,7 @@ class SqliteDatabase:
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
         conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
         return conn
 
     def transaction(self, work: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:

@@ -9,6 +9,7 @@ transaction, so acknowledging and recording a processed key (or parking) is atom
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -74,10 +75,8 @@ class SqliteEventStream:
             remaining = deadline - time.monotonic()
             if messages or remaining <= 0:
                 return messages
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(signal.wait(), min(remaining, self.poll_seconds))
-            except TimeoutError:
-                pass
 
     def _read(
         self, conn: sqlite3.Connection, group: str, consumer: str, count: int

@@ -33,13 +33,16 @@ def _ignore(group: str, outcome: str) -> None:
     return None
 
 
+DEFAULT_BACKOFF = Backoff(max_attempts=5, base_seconds=0.1, max_seconds=2.0)
+
+
 @dataclass(frozen=True, slots=True)
 class ConsumerConfig:
     group: str
     consumer: str
     batch_size: int = 32
     block_seconds: float = 0.2
-    backoff: Backoff = Backoff(5, 0.1, 2.0)
+    backoff: Backoff = DEFAULT_BACKOFF
     max_deliveries: int = 5
     claim_idle_seconds: float = 30.0
 

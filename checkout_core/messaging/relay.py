@@ -8,6 +8,7 @@ they commit, and it polls as well, so events written by other processes are rela
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -84,7 +85,5 @@ class OutboxRelay:
 
     async def _idle(self) -> None:
         assert self._wake is not None
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
-        except TimeoutError:
-            pass

@@ -44,7 +44,9 @@ class TakeOver:
     """The first request's lease ran out (it crashed or gave up); this request continues it."""
 
 
-def decide(record: IdempotencyRecord, request_fingerprint: str, now: datetime) -> Replay | Busy | TakeOver:
+def decide(
+    record: IdempotencyRecord, request_fingerprint: str, now: datetime
+) -> Replay | Busy | TakeOver:
     """What a request does with a key someone already claimed."""
     if record.fingerprint != request_fingerprint:
         raise IdempotencyKeyReuse(

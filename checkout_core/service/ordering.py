@@ -134,7 +134,8 @@ class OrderService:
             taken_over = True
         checkout = uow.checkouts.get(cmd.checkout_id)
         if checkout is None:
-            return self._record(uow, cmd.idempotency_key, NotFound(f"no checkout {cmd.checkout_id}"))
+            missing = NotFound(f"no checkout {cmd.checkout_id}")
+            return self._record(uow, cmd.idempotency_key, missing)
         if checkout.status == "completed":
             return self._record(uow, cmd.idempotency_key, _completed(checkout))
         lock = uow.checkouts.payment_lock(checkout.id)

@@ -57,7 +57,9 @@ class PaymentProcessor:
         self.sleep = sleep
         self.observe = observe
 
-    async def charge(self, request: ChargeRequest, *, reconcile_first: bool = False) -> PaymentResult:
+    async def charge(
+        self, request: ChargeRequest, *, reconcile_first: bool = False
+    ) -> PaymentResult:
         """Authorize `request` once; a declined result is returned, not raised."""
         must_reconcile = reconcile_first
         for attempt in range(self.backoff.max_attempts):
@@ -81,7 +83,7 @@ class PaymentProcessor:
             "Idempotency-Key is safe"
         )
 
-    async def reconcile(self, idempotency_key: str) -> PaymentResult | None | _Unknown:
+    async def reconcile(self, idempotency_key: str) -> PaymentResult | _Unknown | None:
         """The gateway's payment for this key, None if it has none, UNKNOWN if it cannot say."""
         try:
             async with asyncio.timeout(self.call_timeout):

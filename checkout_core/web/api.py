@@ -27,7 +27,7 @@ def _json(body: object, status: int = 200) -> JSONResponse:
 
 
 async def create_cart(request: Request) -> JSONResponse:
-    body, _ = schemas.parse(schemas.CreateCart, await request.body())
+    body, _ = schemas.parse(schemas.CreateCart, await schemas.read_body(request.stream()))
     priced = await _core(request).carts.create_cart(body.country, body.currency)
     return _json(cart_json(priced), 201)
 
@@ -38,14 +38,14 @@ async def get_cart(request: Request) -> JSONResponse:
 
 
 async def add_item(request: Request) -> JSONResponse:
-    body, _ = schemas.parse(schemas.AddItem, await request.body())
+    body, _ = schemas.parse(schemas.AddItem, await schemas.read_body(request.stream()))
     cart_id = request.path_params["cart_id"]
     priced = await _core(request).carts.add_item(cart_id, body.sku, body.quantity)
     return _json(cart_json(priced), 201)
 
 
 async def change_item(request: Request) -> JSONResponse:
-    body, _ = schemas.parse(schemas.ChangeQuantity, await request.body())
+    body, _ = schemas.parse(schemas.ChangeQuantity, await schemas.read_body(request.stream()))
     params = request.path_params
     priced = await _core(request).carts.change_quantity(
         params["cart_id"], params["sku"], body.quantity
@@ -60,7 +60,7 @@ async def remove_item(request: Request) -> JSONResponse:
 
 
 async def start_checkout(request: Request) -> JSONResponse:
-    body, _ = schemas.parse(schemas.StartCheckout, await request.body())
+    body, _ = schemas.parse(schemas.StartCheckout, await schemas.read_body(request.stream()))
     a = body.shipping_address
     address = Address(a.name, a.line1, a.city, a.postal_code, a.country.upper(), a.line2)
     checkout = await _core(request).carts.start_checkout(
@@ -81,7 +81,7 @@ def _idempotency_key(request: Request) -> str:
 
 async def place_order(request: Request) -> JSONResponse:
     key = _idempotency_key(request)
-    body, raw = schemas.parse(schemas.PlaceOrderIn, await request.body())
+    body, raw = schemas.parse(schemas.PlaceOrderIn, await schemas.read_body(request.stream()))
     checkout_id = request.path_params["checkout_id"]
     command = PlaceOrder(checkout_id, key, fingerprint(checkout_id, raw), body.payment.token)
     order = await _core(request).orders.place_order(command)

@@ -37,9 +37,15 @@ HTTP_SLUGS = {404: "not-found", 405: "method-not-allowed", 413: "request-too-lar
 class BadRequest(Exception):
     """A request the web layer cannot read (malformed JSON, a missing or bad header): 400."""
 
+    status = 400
+
     def __init__(self, code: str, detail: str) -> None:
         super().__init__(detail)
         self.code = code
+
+
+class BodyTooLarge(BadRequest):
+    status = 413
 
 
 def problem(
@@ -80,7 +86,7 @@ async def core_error(request: Request, exc: Exception) -> Response:
 
 async def bad_request(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BadRequest)
-    return problem(request, 400, exc.code, str(exc))
+    return problem(request, exc.status, exc.code, str(exc))
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncGenerator
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from checkout_core.domain.errors import FieldError, ValidationFailed
-from checkout_core.web.problems import BadRequest
+from checkout_core.web.problems import BadRequest, BodyTooLarge
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 M = TypeVar("M", bound=BaseModel)
@@ -57,11 +59,25 @@ class PlaceOrderIn(Body):
     payment: PaymentIn
 
 
+MAX_BODY_BYTES = 64 * 1024
+
+
+async def read_body(chunks: AsyncGenerator[bytes, None], limit: int = MAX_BODY_BYTES) -> bytes:
+    """The request body, refused with 413 as soon as it grows past `limit` bytes."""
+    body = bytearray()
+    async with contextlib.aclosing(chunks):
+        async for chunk in chunks:
+            body += chunk
+            if len(body) > limit:
+                raise BodyTooLarge("request-too-large", f"the body exceeds {limit} bytes")
+    return bytes(body)
+
+
 def parse_json(raw: bytes) -> Any:
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadRequest("malformed-json", f"the body is not valid JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest("malformed-json", f"the body is not valid JSON: {exc}") from None
 
 
 def parse(model: type[M], raw: bytes) -> tuple[M, Any]:

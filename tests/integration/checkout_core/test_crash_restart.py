@@ -135,7 +135,8 @@ def test_the_core_killed_mid_flight_loses_nothing_and_duplicates_nothing(
         port = free_port()
         args = ["-m", "checkout_core", "--port", str(port)]
         url = f"http://127.0.0.1:{port}"
-        with process(args, env, tmp_path / "core.log") as first, httpx.Client(base_url=url) as client:
+        with process(args, env, tmp_path / "core.log") as first, \
+                httpx.Client(base_url=url) as client:
             wait_until(lambda: _healthy(client), 15, message="the core to start")
             order_ids = []
             for i in range(ORDERS):

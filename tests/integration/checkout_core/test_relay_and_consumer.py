@@ -3,7 +3,7 @@ downstream reached through the real HTTP adapter."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import httpx
 import pytest
@@ -55,9 +55,9 @@ class Fixture:
 
 
 @pytest.fixture
-async def fx(make_core: MakeCore) -> Fixture:
+async def fx(make_core: MakeCore) -> AsyncIterator[Fixture]:
     fixture = Fixture(make_core())
-    yield fixture  # type: ignore[misc]
+    yield fixture
     await fixture.client.aclose()
 
 

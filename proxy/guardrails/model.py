@@ -1,0 +1,59 @@
+"""Plain values the guardrail judge works on: per-arm counts over a window.
+
+No framework and no Redis here: telemetry adapters build these, the judge reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+# Upper bounds (ms) of the latency histogram buckets; a last, implicit bucket is +inf.
+LATENCY_BOUNDS_MS: tuple[float, ...] = (
+    1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750,
+    1000, 1500, 2000, 3000, 5000, 7500, 10000, 15000, 30000,
+)
+N_LATENCY_BUCKETS = len(LATENCY_BOUNDS_MS) + 1
+
+
+def latency_bucket(ms: float) -> int:
+    """Index of the histogram bucket holding a latency of `ms` milliseconds."""
+    lo, hi = 0, len(LATENCY_BOUNDS_MS)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ms <= LATENCY_BOUNDS_MS[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@dataclass(frozen=True, slots=True)
+class ArmStats:
+    """What one arm (core or legacy) of one funnel did in a window."""
+
+    requests: int = 0
+    errors: int = 0  # 5xx responses and upstream failures
+    latency_buckets: tuple[int, ...] = field(default=(0,) * N_LATENCY_BUCKETS)
+    checkout_units: int = 0  # distinct units that started a checkout
+    converted_units: int = 0  # distinct units among those that placed an order
+    payment_attempts: int = 0
+    payment_successes: int = 0  # orders placed
+    payment_declines: int = 0
+    rule_units: int = 0  # distinct units routed to this arm by a RULE decision
+
+
+@dataclass(frozen=True, slots=True)
+class FunnelWindow:
+    """Both arms of one funnel over one window of `seconds` (0 when unknown)."""
+
+    funnel: str
+    core: ArmStats
+    legacy: ArmStats
+    seconds: float = 0.0
+
+
+class Verdict(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    INSUFFICIENT = "insufficient_data"

@@ -1,0 +1,220 @@
+"""Measuring both arms with the same ruler, and pooling the figures of every replica.
+
+The recorder sits on the hot path as an outcome observer: it only adds to in-memory
+counters. A flush task hands the deltas to a telemetry store every second:
+
+- counters per (time bucket, funnel, arm, country): requests, errors, a latency histogram,
+  payment attempts, successes and declines; written to a fine bucket (`bucket_seconds`) and
+  a coarse one (`COARSE_SECONDS`) so that long windows read few keys;
+- units, for rates over customers: the first time each unit started a checkout, placed an
+  order, or was routed by a rule, per funnel and arm.
+
+`MemoryTelemetry` serves one process (embedded mode); `RedisTelemetry` pools all replicas.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from proxy.decision import Reason
+from proxy.guardrails.model import N_LATENCY_BUCKETS, ArmStats, FunnelWindow, latency_bucket
+from proxy.outcome import RequestOutcome
+
+COARSE_SECONDS = 300
+ARMS = ("core", "legacy")
+COUNTERS = ("requests", "errors", "pay_att", "pay_ok", "pay_dec")
+UNIT_KINDS = ("started", "converted")  # plus "rule:<country>"
+
+# signal -> counter it adds to
+_SIGNAL_COUNTERS = {
+    "payment_attempted": "pay_att", "order_placed": "pay_ok", "payment_declined": "pay_dec",
+}
+_SIGNAL_UNITS = {"checkout_started": "started", "order_placed": "converted"}
+
+Key = tuple[int, str, str, str]  # bucket start, funnel, arm, country
+
+
+@dataclass
+class Batch:
+    """Deltas since the last flush."""
+
+    counters: dict[Key, dict[str, int]] = field(default_factory=dict)
+    units: dict[tuple[str, str, str], dict[str, float]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.counters or self.units)
+
+
+class TelemetryRecorder:
+    """Outcome observer: cheap in-memory aggregation, drained by the flush task."""
+
+    def __init__(self, bucket_seconds: int) -> None:
+        self.bucket_seconds = bucket_seconds
+        self._batch = Batch()
+        self._lock = threading.Lock()
+
+    def observe(self, o: RequestOutcome) -> None:
+        if o.funnel == "-":
+            return
+        now = time.time()
+        start = int(now // self.bucket_seconds * self.bucket_seconds)
+        arm = o.backend.value
+        with self._lock:
+            key = (start, o.funnel, arm, o.country)
+            c = self._batch.counters.get(key)
+            if c is None:
+                c = self._batch.counters[key] = defaultdict(int)
+            c["requests"] += 1
+            if o.upstream_error is not None or o.status >= 500:
+                c["errors"] += 1
+            c[f"lat{latency_bucket(o.duration * 1000)}"] += 1
+            for signal in o.signals:
+                counter = _SIGNAL_COUNTERS.get(signal)
+                if counter is not None:
+                    c[counter] += 1
+                kind = _SIGNAL_UNITS.get(signal)
+                if kind is not None:
+                    self._unit(kind, o.funnel, arm, o.unit, now)
+            if o.reason is Reason.RULE:
+                self._unit(f"rule:{o.country}", o.funnel, arm, o.unit, now)
+
+    def _unit(self, kind: str, funnel: str, arm: str, unit: str, now: float) -> None:
+        self._batch.units.setdefault((kind, funnel, arm), {}).setdefault(unit, now)
+
+    def drain(self) -> Batch:
+        with self._lock:
+            batch, self._batch = self._batch, Batch()
+        return batch
+
+
+class TelemetryStore(Protocol):
+    bucket_seconds: int
+
+    def add(self, batch: Batch) -> None: ...
+
+    def window(self, funnel: str, since: float, until: float) -> FunnelWindow: ...
+
+    def countries(self, funnel: str, since: float, until: float) -> dict[str, dict[str, ArmStats]]:
+        ...
+
+    def rule_units(self, funnel: str, since: float, until: float) -> dict[str, dict[str, int]]:
+        ...
+
+    def close(self) -> None: ...
+
+
+def arm_stats(counters: dict[str, int], units: dict[str, int]) -> ArmStats:
+    return ArmStats(
+        requests=counters.get("requests", 0),
+        errors=counters.get("errors", 0),
+        latency_buckets=tuple(counters.get(f"lat{i}", 0) for i in range(N_LATENCY_BUCKETS)),
+        checkout_units=units.get("started", 0),
+        converted_units=units.get("converted", 0),
+        payment_attempts=counters.get("pay_att", 0),
+        payment_successes=counters.get("pay_ok", 0),
+        payment_declines=counters.get("pay_dec", 0),
+        rule_units=units.get("rule", 0),
+    )
+
+
+def bucket_starts(since: float, until: float, size: int) -> list[int]:
+    first = int(since // size * size)
+    return list(range(first, int(until) + 1, size))
+
+
+def granularity(fine: int, since: float, until: float) -> int:
+    """Coarse buckets for long windows (few keys to read), fine ones for short windows."""
+    return COARSE_SECONDS if until - since > 6 * COARSE_SECONDS else fine
+
+
+class MemoryTelemetry:
+    """Telemetry of one process, kept in memory for `retention` seconds."""
+
+    def __init__(self, bucket_seconds: int, retention: float = 7 * 3600) -> None:
+        self.bucket_seconds = bucket_seconds
+        self.retention = retention
+        self._lock = threading.Lock()
+        # (size, start, funnel, arm, country) -> counters
+        self._buckets: dict[tuple[int, int, str, str, str], dict[str, int]] = {}
+        self._units: dict[tuple[str, str, str], dict[str, float]] = {}
+
+    def add(self, batch: Batch) -> None:
+        with self._lock:
+            for (start, funnel, arm, country), counts in batch.counters.items():
+                for size in (self.bucket_seconds, COARSE_SECONDS):
+                    key = (size, start // size * size, funnel, arm, country)
+                    target = self._buckets.setdefault(key, {})
+                    for name, value in counts.items():
+                        target[name] = target.get(name, 0) + value
+            for key, units in batch.units.items():
+                seen = self._units.setdefault(key, {})
+                for unit, at in units.items():
+                    seen.setdefault(unit, at)
+            self._expire(time.time() - self.retention)
+
+    def _expire(self, horizon: float) -> None:
+        for key in [k for k in self._buckets if k[1] < horizon - COARSE_SECONDS]:
+            del self._buckets[key]
+        for seen in self._units.values():
+            for unit in [u for u, at in seen.items() if at < horizon]:
+                del seen[unit]
+
+    def _counters(
+        self, funnel: str, since: float, until: float,
+    ) -> dict[tuple[str, str], dict[str, int]]:
+        size = granularity(self.bucket_seconds, since, until)
+        first = since // size * size
+        out: dict[tuple[str, str], dict[str, int]] = {}
+        with self._lock:
+            for (s, start, f, arm, country), counts in self._buckets.items():
+                if s == size and f == funnel and first <= start <= until:
+                    target = out.setdefault((arm, country), {})
+                    for name, value in counts.items():
+                        target[name] = target.get(name, 0) + value
+        return out
+
+    def _count(self, kind: str, funnel: str, arm: str, since: float, until: float) -> int:
+        with self._lock:
+            seen = self._units.get((kind, funnel, arm), {})
+            return sum(1 for at in seen.values() if since <= at <= until)
+
+    def _unit_counts(self, funnel: str, arm: str, since: float, until: float) -> dict[str, int]:
+        counts = {kind: self._count(kind, funnel, arm, since, until) for kind in UNIT_KINDS}
+        counts["rule"] = sum(self.rule_units(funnel, since, until).get(arm, {}).values())
+        return counts
+
+    def rule_units(self, funnel: str, since: float, until: float) -> dict[str, dict[str, int]]:
+        """arm -> country -> distinct units routed there by a rule."""
+        with self._lock:
+            kinds = [(k, a) for (k, f, a) in self._units if f == funnel and k.startswith("rule:")]
+        out: dict[str, dict[str, int]] = {}
+        for kind, arm in kinds:
+            n = self._count(kind, funnel, arm, since, until)
+            if n:
+                out.setdefault(arm, {})[kind[5:]] = n
+        return out
+
+    def window(self, funnel: str, since: float, until: float) -> FunnelWindow:
+        per_country = self._counters(funnel, since, until)
+        arms = {}
+        for arm in ARMS:
+            total: dict[str, int] = {}
+            for (a, _), counts in per_country.items():
+                if a == arm:
+                    for name, value in counts.items():
+                        total[name] = total.get(name, 0) + value
+            arms[arm] = arm_stats(total, self._unit_counts(funnel, arm, since, until))
+        return FunnelWindow(funnel, arms["core"], arms["legacy"], until - since)
+
+    def countries(self, funnel: str, since: float, until: float) -> dict[str, dict[str, ArmStats]]:
+        out: dict[str, dict[str, ArmStats]] = {}
+        for (arm, country), counts in self._counters(funnel, since, until).items():
+            out.setdefault(country, {})[arm] = arm_stats(counts, {})
+        return out
+
+    def close(self) -> None:
+        pass
