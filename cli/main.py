@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from cli import ops, rules_cmd, run
+from cli import events, inspect_cmd, ops, rules_cmd, run
 from cli.common import EXIT_CODES_HELP
 
 app = typer.Typer(
@@ -23,13 +23,9 @@ app.command()(ops.status)
 app.command()(ops.ramp)
 app.command()(ops.kill)
 app.command()(ops.unkill)
-
-try:
-    from cli import events
-except ImportError:  # pragma: no cover - the events commands ship with checkout_core
-    events = None  # type: ignore[assignment]
-if events is not None:
-    app.add_typer(events.app, name="events")
+app.command()(inspect_cmd.explain)
+app.command()(inspect_cmd.audit)
+app.add_typer(events.app, name="events")
 
 
 @app.callback()

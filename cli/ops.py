@@ -13,6 +13,7 @@ from cli.common import (
     Actor, AsJson, DbPath, Reason, RedisUrl, actor_name, console, fail, print_json, store_for,
 )
 from proxy import control
+from proxy.blast_radius import blast_radius
 from proxy.decision import GLOBAL_SCOPE
 from proxy.rules_loader import load_rules_text
 from proxy.store import ControlStore
@@ -56,9 +57,13 @@ def ramp(
     percent: Annotated[str, typer.Option("--percent", help="0-100, down to 0.01.")],
     reason: Reason,
     country: Annotated[str | None, typer.Option("--country", help="ISO country code.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking.")] = False,
     db_path: DbPath = DEFAULT_DB, redis_url: RedisUrl = None, actor: Actor = None,
 ) -> None:
-    """Change one percentage, as a new rules version.
+    """Change one percentage, as a new rules version, after showing its blast radius.
+
+    With --country, the rule that names only that country (created first in the funnel if
+    missing); without, the funnel's catch-all '*' rule.
 
     Example: strangler ramp warranties --country IE --percent 75 --reason "guardrails green"
     """
@@ -66,12 +71,29 @@ def ramp(
         value = Decimal(percent)
     except InvalidOperation:
         fail(f"--percent must be a number, not {percent!r}", 2)
+    if not reason.strip():
+        fail("--reason must say why", 2)
     with store_for(db_path, redis_url) as store:
-        record, sentence = control.ramp(
-            store, funnel, country.upper() if country else None, value,
-            actor=actor_name(actor), reason=reason,
+        active = store.active_rules()
+        if active is None:
+            fail("no rules are active: apply a rules file first")
+        text, sentence = control.ramp_text(
+            active.text, funnel, country.upper() if country else None, value
         )
-    console.print(f"{sentence}: rules version {record.version}")
+        changes = blast_radius(load_rules_text(active.text, str(active.version)),
+                               load_rules_text(text, "next", f"ramp {funnel}"))
+        console.print(f"{sentence}\nblast radius:")
+        for change in changes or []:
+            console.print(f"  {change.sentence()}")
+        if not changes:
+            console.print("  no unit changes backend")
+        if not yes and not typer.confirm("apply?", default=False):
+            raise typer.Exit(1)
+        record = control.apply_rules_text(
+            store, text, source=f"ramp {funnel}", actor=actor_name(actor),
+            reason=f"{reason} ({sentence})", expected_version=active.version,
+        )
+    console.print(f"applied as rules version {record.version}")
 
 
 def status_data(store: ControlStore) -> dict[str, Any]:

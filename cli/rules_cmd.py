@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -11,8 +12,9 @@ import typer
 from cli.common import (
     Actor, AsJson, DbPath, Reason, RedisUrl, actor_name, console, fail, print_json, store_for,
 )
+from proxy.blast_radius import Change, blast_radius
 from proxy.control import apply_rules_text
-from proxy.rules_loader import RulesError, load_rules_file
+from proxy.rules_loader import RulesError, load_rules_file, load_rules_text
 from proxy.rules_schema import RulesFile
 
 app = typer.Typer(help="Validate, apply and inspect routing rules.", no_args_is_help=True)
@@ -102,3 +104,67 @@ def history(
         return
     for r in records:
         console.print(f"v{r.version}  {r.digest}  {r.actor}  {r.source}  {r.reason}")
+
+
+def _changes_text(changes: list[Change]) -> str:
+    if not changes:
+        return "no funnel or country changes backend"
+    return "\n".join(f"  {c.sentence()}" for c in changes)
+
+
+def changes_json(changes: list[Change]) -> list[dict[str, object]]:
+    return [{**asdict(c), "summary": c.sentence()} for c in changes]
+
+
+@app.command()
+def diff(
+    file: FileArg, db_path: DbPath = "var/strangler.sqlite3", redis_url: RedisUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Say what applying FILE would change, and its blast radius.
+
+    For every funnel and country whose percentage changes: the share of units that would
+    move backend.
+
+    Example: strangler rules diff rules/checkout.yaml
+    """
+    try:
+        new = load_rules_file(file)
+    except RulesError as exc:
+        fail(f"{file} is invalid:\n{exc}")
+    with store_for(db_path, redis_url) as store:
+        active = store.active_rules()
+    old = load_rules_text(active.text, str(active.version)) if active else None
+    changes = blast_radius(old, new)
+    if as_json:
+        print_json({"from_version": active.version if active else None,
+                    "changes": changes_json(changes)})
+        return
+    base = f"version {active.version}" if active else "no rules (all legacy)"
+    console.print(f"{file} against active {base}:\n{_changes_text(changes)}")
+
+
+@app.command()
+def rollback(
+    reason: Reason,
+    version: Annotated[int | None, typer.Argument(help="Version to restore (default: the "
+                                                       "one before the active one).")] = None,
+    db_path: DbPath = "var/strangler.sqlite3", redis_url: RedisUrl = None, actor: Actor = None,
+) -> None:
+    """Make an earlier rules version active again, as a new version.
+
+    Example: strangler rules rollback 3 --reason "ramp caused declines"
+    """
+    with store_for(db_path, redis_url) as store:
+        active = store.active_rules()
+        if active is None:
+            fail("no rules have been applied yet")
+        target = version if version is not None else active.version - 1
+        record = store.rules_version(target)
+        if record is None:
+            fail(f"no rules version {target}")
+        applied = apply_rules_text(
+            store, record.text, source=f"rollback to v{target}", actor=actor_name(actor),
+            reason=reason, expected_version=active.version,
+        )
+    console.print(f"rules version {target} restored as version {applied.version}")

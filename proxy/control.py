@@ -123,7 +123,9 @@ def unkill(
     if not reason.strip():
         raise ControlError("a reason is required")
     scope = funnel or GLOBAL_SCOPE
-    previous = store.clear_kill(scope, AuditEntry(time.time(), actor, "unkill", scope, reason))
+    now = time.time()
+    previous = store.clear_kill(scope, AuditEntry(now, actor, "unkill", scope, reason))
+    store.set_meta(f"unkilled_at:{scope}", repr(now))  # guardrails judge afresh from here
     log.warning("kill switch %s cleared by %s: %s", scope, actor, reason)
     return previous
 

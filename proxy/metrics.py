@@ -55,6 +55,22 @@ class ProxyMetrics:
         self.telemetry_errors = Counter(
             "strangler_telemetry_errors_total", "Telemetry flushes that failed", registry=r
         )
+        self.guard_verdict = Gauge(
+            "strangler_guardrail_verdict", "1 pass, 0 insufficient data, -1 fail",
+            ["funnel", "guardrail"], registry=r,
+        )
+        self.guard_estimate = Gauge(
+            "strangler_guardrail_estimate", "Current estimate of a guardrail's metric",
+            ["funnel", "guardrail", "arm"], registry=r,
+        )
+        self.guard_trips = Counter(
+            "strangler_guardrail_trips_total", "Kill switch trips by the monitor",
+            ["funnel", "guardrail"], registry=r,
+        )
+        self.guard_telemetry_up = Gauge(
+            "strangler_guardrail_telemetry_up", "0 while the monitor cannot read telemetry",
+            registry=r,
+        )
         self.sticky_units = Gauge(
             "strangler_sticky_units", "Units with a checkout in flight (local)", registry=r
         )

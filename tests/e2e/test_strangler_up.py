@@ -140,7 +140,7 @@ def test_hot_reload_and_bad_yaml(strangler_up: Up):
 
 def test_ramp_from_the_cli_changes_the_split(strangler_up: Up):
     out = strangler_up.cli("ramp", "warranties", "--country", "PT", "--percent", "0",
-                           "--reason", "e2e ramp down").stdout
+                           "--reason", "e2e ramp down", "--yes").stdout
     assert "warranties / PT" in out
     pt = {"X-Checkout-Funnel": "warranties", "X-Country": "PT"}
 

@@ -43,8 +43,8 @@ def strangler() -> Run:
     runner = CliRunner()
     env = {"STRANGLER_DB_PATH": None, "STRANGLER_REDIS_URL": None, "STRANGLER_ACTOR": None}
 
-    def run(*args: str) -> Result:
-        return runner.invoke(app, list(args), env=env)
+    def run(*args: str, input: str | None = None) -> Result:
+        return runner.invoke(app, list(args), env=env, input=input)
 
     return run
 
@@ -234,7 +234,7 @@ def test_rules_apply_of_invalid_rules_exits_1_and_applies_nothing(strangler, db,
 def test_ramp_changes_a_percentage_and_records_the_reason_in_history(strangler, db):
     ok(strangler("rules", "apply", str(SAMPLE), "--reason", "pilot", *db))
     ok(strangler("ramp", "warranties", "--country", "se", "--percent", "7.5",
-                 "--reason", "guardrails green", "--actor", "alice", *db))
+                 "--reason", "guardrails green", "--actor", "alice", "--yes", *db))
     data = as_json(strangler("status", "--json", *db))
     assert data["rules_version"] == 2
     warranties = next(f for f in data["funnels"] if f["name"] == "warranties")
@@ -249,13 +249,23 @@ def test_ramp_changes_a_percentage_and_records_the_reason_in_history(strangler, 
     assert "text" not in history[0]
 
 
+@pytest.mark.parametrize(("answer", "code", "version"), [("n\n", 1, 1), ("y\n", 0, 2)])
+def test_ramp_shows_the_blast_radius_and_asks_first(strangler, db, answer, code, version):
+    ok(strangler("rules", "apply", str(SAMPLE), "--reason", "pilot", *db))
+    result = strangler("ramp", "warranties", "--country", "IE", "--percent", "80",
+                       "--reason", "x", *db, input=answer)
+    assert result.exit_code == code
+    assert "warranties / IE: 50% -> 80% (30.00% of units move to core)" in result.stdout
+    assert as_json(strangler("status", "--json", *db))["rules_version"] == version
+
+
 @pytest.mark.parametrize(
     ("args", "code"),
     [
-        (["nope", "--percent", "5", "--reason", "x"], 1),
-        (["warranties", "--percent", "150", "--reason", "x"], 1),
-        (["warranties", "--percent", "five", "--reason", "x"], 2),
-        (["warranties", "--percent", "5"], 2),
+        (["nope", "--percent", "5", "--reason", "x", "--yes"], 1),
+        (["warranties", "--percent", "150", "--reason", "x", "--yes"], 1),
+        (["warranties", "--percent", "five", "--reason", "x", "--yes"], 2),
+        (["warranties", "--percent", "5", "--yes"], 2),
     ],
     ids=["unknown-funnel", "percent-150", "not-a-number", "no-reason"],
 )
@@ -344,3 +354,60 @@ def test_rules_schema_output_option_writes_the_same_text(strangler, tmp_path):
     out = tmp_path / "schema.json"
     ok(strangler("rules", "schema", "-o", str(out)))
     assert out.read_text() == COMMITTED_SCHEMA.read_text(encoding="utf-8")
+
+
+# --- diff / rollback / explain / audit ----------------------------------------------------
+
+
+def test_rules_diff_gives_the_blast_radius_without_applying(strangler, db, rules_file):
+    ok(strangler("rules", "apply", str(SAMPLE), "--reason", "pilot", *db))
+    path = rules_file(SAMPLE.read_text().replace("percent: 50", "percent: 20"))
+    data = as_json(strangler("rules", "diff", str(path), "--json", *db))
+    assert data["from_version"] == 1
+    moved = {(c["funnel"], c["country"]): c["to_legacy"] for c in data["changes"]}
+    assert moved == {("warranties", "FI"): 0.3, ("warranties", "IE"): 0.3,
+                     ("warranties", "PT"): 0.3}
+    text = ok(strangler("rules", "diff", str(path), *db)).stdout
+    assert "warranties / IE: 50% -> 20% (30.00% move back to legacy)" in " ".join(text.split())
+    assert as_json(strangler("status", "--json", *db))["rules_version"] == 1
+
+
+def test_rules_rollback_restores_an_earlier_version_as_a_new_one(strangler, db):
+    ok(strangler("rules", "apply", str(SAMPLE), "--reason", "pilot", *db))
+    ok(strangler("ramp", "warranties", "--country", "IE", "--percent", "90", "--reason", "up",
+                 "--yes", *db))
+    ok(strangler("rules", "rollback", "--reason", "declines up", *db))
+    data = as_json(strangler("status", "--json", *db))
+    assert data["rules_version"] == 3
+    warranties = next(f for f in data["funnels"] if f["name"] == "warranties")
+    assert warranties["rules"][0]["id"] == "warranties-pilot"  # the IE rule is gone again
+    assert strangler("rules", "rollback", "9", "--reason", "x", *db).exit_code == 1
+
+
+@pytest.mark.parametrize(("args", "backend", "reason"), [
+    (["--path", "/carts/co_cart_1"], "core", "OWNER"),
+    (["--path", "/orders/lg_ord_1"], "legacy", "OWNER"),
+    (["--funnel", "hardware", "--country", "DE"], "legacy", "RULE"),
+    (["--country", "DE"], "legacy", "DEFAULT"),
+])
+def test_explain_says_where_and_why(strangler, db, args, backend, reason):
+    ok(strangler("rules", "apply", str(SAMPLE), "--reason", "pilot", *db))
+    data = as_json(strangler("explain", *args, "--json", *db))
+    assert (data["backend"], data["reason"]) == (backend, reason)
+
+
+def test_explain_reports_the_kill_switch_and_unknown_funnels(strangler, db):
+    ok(strangler("rules", "apply", str(SAMPLE), "--reason", "pilot", *db))
+    ok(strangler("kill", "--reason", "drill", *db))
+    data = as_json(strangler("explain", "--funnel", "warranties", "--country", "IE", "--json", *db))
+    assert (data["backend"], data["reason"]) == ("legacy", "KILL_SWITCH")
+    assert strangler("explain", "--funnel", "nope", *db).exit_code == 1
+
+
+def test_audit_lists_who_did_what_and_why(strangler, db):
+    ok(strangler("rules", "apply", str(SAMPLE), "--reason", "pilot", "--actor", "rm", *db))
+    ok(strangler("kill", "--funnel", "warranties", "--reason", "INC-1", "--actor", "oncall", *db))
+    entries = as_json(strangler("audit", "--json", *db))
+    assert [(e["actor"], e["action"], e["reason"]) for e in entries] == [
+        ("oncall", "kill", "INC-1"), ("rm", "rules.apply", "pilot"),
+    ]

@@ -1,0 +1,1 @@
+"""Load tests and the proxy benchmark harness (see docs/benchmarks.md)."""

@@ -1,0 +1,218 @@
+"""The guardrail monitor: judge every funnel's core against legacy, trip on failure.
+
+Runs inside the proxy. With Redis, one replica at a time holds the monitor lease, so a trip
+is decided once; every replica obeys it through the control store (pub/sub, then polling).
+
+Each tick, for every funnel with guardrails:
+- the always-valid comparisons use counts since the funnel's monitoring epoch began (its
+  routing last changed, or its kill switch was last cleared);
+- the error budget uses the SRE burn-rate windows, trailing from now;
+- a failure sets the kill switch (funnel or global, as configured) with the evidence,
+  unless it is already set; the switch stays latched until a person clears it;
+- the report of the tick is written to the control store for `strangler guard status`.
+Missing telemetry never trips and never passes: the report says so and an alert is raised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from proxy import control
+from proxy.decision import GLOBAL_SCOPE
+from proxy.guardrails.judge import FunnelJudgement, judge_funnel
+from proxy.guardrails.model import Verdict
+from proxy.rules import Funnel, RuleSet
+from proxy.store import StoreUnavailable
+
+if TYPE_CHECKING:
+    from proxy.runtime import ProxyRuntime
+
+log = logging.getLogger("strangler.guardrails")
+
+REPORT_KEY = "guard:report"
+MONITOR_ACTOR = "guardrail-monitor"
+VERDICT_VALUE = {Verdict.PASS: 1, Verdict.INSUFFICIENT: 0, Verdict.FAIL: -1}
+
+
+def funnel_digest(funnel: Funnel) -> str:
+    """Changes when the funnel's routing changes: a new monitoring epoch begins."""
+    parts = [funnel.salt] + [
+        f"{r.id}|{sorted(r.countries) if r.countries else '*'}|{r.basis_points}"
+        for r in funnel.rules
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def expected_core_share(funnel: Funnel, rule_units: dict[str, dict[str, int]]) -> float | None:
+    """The core share the rules ask for, weighted by where rule-routed units came from."""
+    totals: dict[str, int] = {}
+    for per_country in rule_units.values():
+        for country, n in per_country.items():
+            totals[country] = totals.get(country, 0) + n
+    units = sum(totals.values())
+    if units == 0:
+        return None
+    expected = 0.0
+    for country, n in totals.items():
+        rule = funnel.rule_for(None if country == "-" else country)
+        expected += n * (rule.basis_points / 10_000 if rule else 0.0)
+    return expected / units
+
+
+class GuardrailMonitor:
+    def __init__(self, runtime: ProxyRuntime) -> None:
+        self.rt = runtime
+        self.id = uuid.uuid4().hex[:12]
+        self.last_report: dict[str, Any] = {}
+
+    # -- one tick ------------------------------------------------------------------------------
+
+    def tick(self, now: float | None = None) -> dict[str, Any]:
+        now = time.time() if now is None else now
+        rules = self.rt.snapshot.rules
+        report: dict[str, Any] = {"at": now, "monitor": self.id, "funnels": {},
+                                  "rules_version": rules.version if rules else None,
+                                  "telemetry": "ok"}
+        if rules is not None:
+            try:
+                for funnel in rules.funnels:
+                    if funnel.guardrails is not None:
+                        report["funnels"][funnel.name] = self._check(rules, funnel, now)
+            except StoreUnavailable as exc:
+                report["telemetry"] = "unavailable"
+                report["error"] = str(exc)
+                log.error("guardrails: telemetry unavailable, rollouts freeze, no trip: %s", exc)
+        self.rt.metrics.guard_telemetry_up.set(1 if report["telemetry"] == "ok" else 0)
+        self.last_report = report
+        try:
+            self.rt.store.set_meta(REPORT_KEY, json.dumps(report, default=str))
+        except StoreUnavailable as exc:
+            log.warning("guardrail report not stored: %s", exc)
+        return report
+
+    def epoch_start(self, funnel: Funnel, now: float) -> float:
+        store = self.rt.store
+        key = f"guard:epoch:{funnel.name}"
+        digest = funnel_digest(funnel)
+        raw = store.get_meta(key)
+        epoch = json.loads(raw) if raw else None
+        if epoch is None or epoch.get("digest") != digest:
+            epoch = {"digest": digest, "start": now}
+            store.set_meta(key, json.dumps(epoch))
+        cleared = [store.get_meta(f"unkilled_at:{s}") for s in (funnel.name, GLOBAL_SCOPE)]
+        return max([float(epoch["start"]), *(float(c) for c in cleared if c)])
+
+    def _check(self, rules: RuleSet, funnel: Funnel, now: float) -> dict[str, Any]:
+        spec = funnel.guardrails
+        assert spec is not None
+        telemetry = self.rt.telemetry
+        since = self.epoch_start(funnel, now)
+        cumulative = telemetry.window(funnel.name, since, now)
+        burn = {
+            seconds: telemetry.window(funnel.name, now - seconds, now)
+            for seconds in spec.burn_window_seconds()
+        }
+        share = expected_core_share(funnel, telemetry.rule_units(funnel.name, since, now))
+        judgement = judge_funnel(spec, cumulative, burn, share)
+        self._export(funnel.name, judgement)
+        entry = {
+            "verdict": judgement.verdict.value, "since": since,
+            "configured_core_share": share,
+            "guardrails": [asdict(r) for r in judgement.results],
+            "killed": self._killed(funnel),
+        }
+        if judgement.trips and not entry["killed"]:
+            entry["tripped"] = self._trip(rules, funnel, judgement, entry, now)
+        return entry
+
+    def _killed(self, funnel: Funnel) -> bool:
+        kills = self.rt.snapshot.kills
+        return GLOBAL_SCOPE in kills or funnel.name in kills
+
+    def _export(self, funnel: str, judgement: FunnelJudgement) -> None:
+        m = self.rt.metrics
+        for r in judgement.results:
+            m.guard_verdict.labels(funnel, r.name).set(VERDICT_VALUE[r.verdict])
+            for arm, value in (("core", r.core_estimate), ("legacy", r.legacy_estimate)):
+                if value is not None:
+                    m.guard_estimate.labels(funnel, r.name, arm).set(value)
+
+    # -- the trip ------------------------------------------------------------------------------
+
+    def _trip(
+        self, rules: RuleSet, funnel: Funnel, judgement: FunnelJudgement, entry: dict[str, Any],
+        now: float,
+    ) -> dict[str, Any]:
+        spec = funnel.guardrails
+        assert spec is not None
+        failed = [r.name for r in judgement.results if r.verdict is Verdict.FAIL]
+        scope = funnel.name if spec.trip_scope == "funnel" else None
+        evidence = {
+            "funnel": funnel.name, "failed": failed, "rules_version": rules.version,
+            "at": now, "since": entry["since"], "guardrails": entry["guardrails"],
+            "configured_core_share": entry["configured_core_share"],
+        }
+        reason = f"guardrail tripped on {funnel.name}: {', '.join(failed)}"
+        control.kill(self.rt.store, scope, actor=MONITOR_ACTOR, reason=reason, evidence=evidence)
+        for name in failed:
+            self.rt.metrics.guard_trips.labels(funnel.name, name).inc()
+        log.critical("%s (scope %s)", reason, scope or GLOBAL_SCOPE)
+        self._notify_webhook({"event": "guardrail.tripped", "scope": scope or GLOBAL_SCOPE,
+                              "reason": reason, "evidence": evidence})
+        return {"scope": scope or GLOBAL_SCOPE, "reason": reason}
+
+    def _notify_webhook(self, payload: dict[str, Any]) -> None:
+        url = self.rt.settings.guard_webhook_url
+        if not url:
+            return
+        try:
+            httpx.post(url, json=payload, timeout=3.0).raise_for_status()
+        except httpx.HTTPError as exc:
+            log.error("guardrail webhook %s failed: %s", url, exc)
+
+
+class LocalLease:
+    """Embedded mode: one process, always the monitor."""
+
+    def hold(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+class RedisLease:
+    """One monitor among the replicas: a lease in Redis, renewed every tick."""
+
+    KEY = "strangler:monitor:lease"
+
+    def __init__(self, url: str, owner: str, ttl_seconds: float) -> None:
+        import redis
+
+        self._redis = redis
+        self.client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1,
+                                           decode_responses=True)
+        self.owner = owner
+        self.ttl_ms = int(ttl_seconds * 1000)
+
+    def hold(self) -> bool:
+        try:
+            if self.client.set(self.KEY, self.owner, nx=True, px=self.ttl_ms):
+                return True
+            if self.client.get(self.KEY) == self.owner:
+                self.client.pexpire(self.KEY, self.ttl_ms)
+                return True
+        except self._redis.RedisError as exc:
+            log.warning("monitor lease unavailable: %s", exc)
+        return False
+
+    def close(self) -> None:
+        self.client.close()
