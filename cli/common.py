@@ -26,7 +26,7 @@ EXIT_UNAVAILABLE = 5
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok, 1 error (invalid rules, refused operation), 2 usage, "
-    "4 concurrent change (version conflict), 5 store unavailable."
+    "3 guardrail failing, 4 concurrent change (version conflict), 5 store unavailable."
 )
 
 console = Console(highlight=False)

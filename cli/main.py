@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from cli import events, inspect_cmd, ops, rules_cmd, run
+from cli import events, guard_cmd, inspect_cmd, ops, rollout_cmd, rules_cmd, run
 from cli.common import EXIT_CODES_HELP
 
 app = typer.Typer(
@@ -25,6 +25,8 @@ app.command()(ops.kill)
 app.command()(ops.unkill)
 app.command()(inspect_cmd.explain)
 app.command()(inspect_cmd.audit)
+app.add_typer(guard_cmd.app, name="guard")
+app.add_typer(rollout_cmd.app, name="rollout")
 app.add_typer(events.app, name="events")
 
 

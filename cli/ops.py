@@ -36,10 +36,13 @@ def kill(
 
 
 def unkill(
-    reason: Reason, funnel: Funnel = None, db_path: DbPath = DEFAULT_DB,
-    redis_url: RedisUrl = None, actor: Actor = None,
+    reason: Annotated[str, typer.Option(
+        "--reason", prompt="Why is it safe to send traffic to the core again?",
+        help="Why: recorded in the audit log (asked for when missing).")],
+    funnel: Funnel = None, db_path: DbPath = DEFAULT_DB, redis_url: RedisUrl = None,
+    actor: Actor = None,
 ) -> None:
-    """Clear a kill switch; rules route traffic again.
+    """Clear a kill switch; rules route traffic again. Shows the evidence of the trip.
 
     Example: strangler unkill --funnel warranties --reason "fix deployed"
     """
@@ -50,6 +53,12 @@ def unkill(
         console.print(f"kill switch {scope} was not set")
         return
     console.print(f"kill switch {scope} cleared (was set by {previous.actor}: {previous.reason})")
+    if previous.evidence:
+        console.print("evidence of the trip:")
+        for g in previous.evidence.get("guardrails", []):
+            console.print(f"  {g['name']}: {g['verdict']} core={g['core_estimate']} "
+                          f"legacy={g['legacy_estimate']} bound={g['bound']} "
+                          f"threshold={g['threshold']} (n={g['n_core']}/{g['n_legacy']})")
 
 
 def ramp(

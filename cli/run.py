@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -22,6 +23,11 @@ Host = Annotated[str, typer.Option("--host", help="Address to listen on.")]
 Port = Annotated[int, typer.Option("--port", help="Proxy port.")]
 RulesOpt = Annotated[Path | None, typer.Option(
     "--rules", help="Rules YAML to import and watch (default: rules/checkout.yaml).")]
+AdminPort = Annotated[int | None, typer.Option(
+    "--admin-port", envvar="STRANGLER_ADMIN_PORT",
+    help="Serve /metrics and /_strangler/* on this port only (404 on the main port). "
+    "Set STRANGLER_ADMIN_TOKEN to require 'Authorization: Bearer TOKEN'.")]
+AdminHost = Annotated[str, typer.Option("--admin-host", help="Address of the admin port.")]
 
 PACKAGED_RULES = Path(__file__).resolve().parent.parent / "proxy" / "sample_rules.yaml"
 
@@ -31,14 +37,46 @@ def default_rules() -> Path:
     return local if local.exists() else PACKAGED_RULES
 
 
-def _run_proxy(host: str, port: int, workers: int, env: dict[str, str]) -> None:
+def _listen(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc}")
+    sock.set_inheritable(True)
+    return sock
+
+
+def _run_proxy(
+    host: str, port: int, workers: int, env: dict[str, str],
+    admin: tuple[str, int] | None = None,
+) -> None:
+    """uvicorn on httptools with the proxy's protocol limits (UVICORN_OPTIONS); with
+    `admin`, a second listening socket of the same server(s) for the admin paths."""
+    if admin is not None:
+        env = {**env, "STRANGLER_ADMIN_PORT": str(admin[1])}
     os.environ.update(env)
-    uvicorn.run(
-        "proxy.main:create_app", factory=True, host=host, port=port, workers=workers,
-        log_level=os.environ.get("STRANGLER_LOG_LEVEL", "info"), access_log=False,
-        loop="uvloop", http="httptools", timeout_graceful_shutdown=10,
-        **UVICORN_OPTIONS,  # type: ignore[arg-type]
-    )
+    options: dict[str, Any] = {
+        "factory": True, "host": host, "port": port, "workers": workers,
+        "log_level": os.environ.get("STRANGLER_LOG_LEVEL", "info"), "access_log": False,
+        "loop": "uvloop", "timeout_graceful_shutdown": 10, **UVICORN_OPTIONS,
+    }
+    if admin is None:
+        uvicorn.run("proxy.main:create_app", **options)
+        return
+    sockets = [_listen(host, port), _listen(*admin)]
+    config = uvicorn.Config("proxy.main:create_app", **options)
+    console.print(f"proxy on http://{host}:{port}, admin on http://{admin[0]}:{admin[1]}")
+    if workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        Multiprocess(config, sockets=sockets).run()
+        return
+    server = uvicorn.Server(config)
+    server.run(sockets=sockets)
+    if not server.started:
+        raise typer.Exit(3)
 
 
 def serve(
@@ -51,6 +89,7 @@ def serve(
     workers: Annotated[int, typer.Option(help="Worker processes (share state via Redis).")] = 1,
     db_path: Annotated[str, typer.Option(envvar="STRANGLER_DB_PATH")] = "var/strangler.sqlite3",
     redis_url: RedisUrl = None,
+    admin_port: AdminPort = None, admin_host: AdminHost = "127.0.0.1",
 ) -> None:
     """Run the proxy alone in front of two backends given by URL.
 
@@ -64,7 +103,11 @@ def serve(
         env["STRANGLER_RULES_FILE"] = str(rules)
     if redis_url:
         env["STRANGLER_REDIS_URL"] = redis_url
-    _run_proxy(host, port, workers, env)
+    _run_proxy(host, port, workers, env, _admin(admin_host, admin_port))
+
+
+def _admin(host: str, port: int | None) -> tuple[str, int] | None:
+    return (host, port) if port is not None else None
 
 
 @contextlib.contextmanager
@@ -102,6 +145,7 @@ def up(
     legacy_latency_ms: Annotated[int | None, typer.Option(
         help="Fixed legacy stub latency in ms, no jitter (default: the stub's own, "
         "250-350 ms like a monolith).")] = None,
+    admin_port: AdminPort = None, admin_host: AdminHost = "127.0.0.1",
 ) -> None:
     """Run the whole strangler on this machine: proxy, checkout core, legacy stub.
 
@@ -120,10 +164,11 @@ def up(
     with _backend("checkout_core", port + 1, core_env, "checkout core") as core_url, \
             _backend("legacy_stub", port + 2, legacy_env, "legacy stub") as legacy_url:
         proxy_url = f"http://{host}:{port}"
+        admin_url = f"http://{admin_host}:{admin_port}" if admin_port else proxy_url
         console.print(
             f"checkout strangler\n  proxy        {proxy_url}\n  checkout core {core_url}\n"
             f"  legacy stub  {legacy_url}\n  rules        {rules_path} (watched)\n"
-            f"  metrics      {proxy_url}/metrics\n\ntry:\n"
+            f"  metrics      {admin_url}/metrics\n\ntry:\n"
             f"  curl -si -X POST {proxy_url}/carts -H 'Content-Type: application/json' "
             f"-H 'X-Checkout-Funnel: warranties' -H 'X-Country: IE' "
             f"-d '{{\"country\": \"IE\", \"currency\": \"EUR\"}}'\n"
@@ -132,4 +177,4 @@ def up(
             "STRANGLER_CORE_URL": core_url, "STRANGLER_LEGACY_URL": legacy_url,
             "STRANGLER_RULES_FILE": str(rules_path),
             "STRANGLER_DB_PATH": str(data_dir / "strangler.sqlite3"),
-        })
+        }, _admin(admin_host, admin_port))

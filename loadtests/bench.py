@@ -32,7 +32,7 @@ Examples::
     python -m loadtests.bench --duration 10 --json-out /tmp/bench.json
     python -m loadtests.bench --loadgen python --upstream python --nginx off -c 1,8
     python -m loadtests.bench --targets full,baseline --profile /tmp/prof   # + py-spy at c=32
-    python -m loadtests.bench --variant fast=/tmp/proxy-copy   # a modified copy of proxy/
+    python -m loadtests.bench --variant fast=/tmp/copy   # + a copy of the repo, proxy/ modified
 
 The machine matters: load generator, proxy and upstream share its cores, so compare
 targets within one run, not figures across machines.
@@ -57,7 +57,6 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -565,17 +564,19 @@ def start_baseline(procs: Processes, upstream: str) -> Target:
 
 
 def start_full(procs: Processes, upstream: str, name: str = "full",
-               pythonpath: str | None = None) -> Target:
+               tree: Path = REPO) -> Target:
+    """`strangler serve` with the code of `tree` (a copy of the repository: run from there,
+    its proxy/ and cli/ come first on sys.path) and its rules/checkout.yaml."""
     port = free_port()
     data = procs.workdir / f"{name}-data"
     data.mkdir(exist_ok=True)
-    env = {"STRANGLER_LOG_LEVEL": "warning"}
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath + os.pathsep + os.environ.get("PYTHONPATH", "")
+    rules = tree / "rules" / "checkout.yaml"
+    if not rules.exists():
+        rules = RULES_FILE
     cmd = [sys.executable, "-m", "cli.main", "serve", "--core-url", upstream,
-           "--legacy-url", upstream, "--rules", str(RULES_FILE), "--host", "127.0.0.1",
+           "--legacy-url", upstream, "--rules", str(rules), "--host", "127.0.0.1",
            "--port", str(port), "--db-path", str(data / "strangler.sqlite3")]
-    child = procs.start(name, cmd, env=env)
+    child = procs.start(name, cmd, env={"STRANGLER_LOG_LEVEL": "warning"}, cwd=tree)
     wait_ready(child, port, "/_strangler/healthz")
     # The rules must be loaded and the request must go through a funnel rule.
     status, headers, _ = http_get(port, REQUEST_PATH, {
@@ -584,10 +585,11 @@ def start_full(procs: Processes, upstream: str, name: str = "full",
     if status != 200 or "rule=" not in decision:
         raise HarnessError(f"{name}: expected a RULE decision through the funnel, got "
                            f"{status} {decision!r}:\n{child.log_tail()}")
-    via = f"PYTHONPATH={pythonpath} " if pythonpath else ""
+    where = "" if tree == REPO else f"code from {tree}: "
     return Target(name, "full", port, child,
-                  f"{via}`strangler serve` (uvicorn, httptools, uvloop, 1 worker), "
-                  "rules/checkout.yaml, SQLite control store",
+                  f"{where}`strangler serve` (uvicorn, httptools, uvloop, 1 worker), "
+                  f"{rules.relative_to(tree) if rules.is_relative_to(tree) else rules}, "
+                  "SQLite control store",
                   {"x-checkout-backend": headers.get("x-checkout-backend", ""),
                    "x-checkout-decision": decision})
 
@@ -850,9 +852,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="nginx reverse-proxy target (auto: when installed)")
     parser.add_argument("--targets", default="direct,baseline,full,nginx",
                         help="comma-separated subset of direct,baseline,full,nginx")
+    parser.add_argument("--tree", type=Path, default=REPO, metavar="DIR",
+                        help="run the full proxy from this copy of the repository "
+                        "(default: this one), e.g. a `git archive` of a commit")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=DIR",
-                        help="an extra full-proxy target importing proxy/ from DIR first "
-                        "(PYTHONPATH); NAME gets a 'full-' prefix")
+                        help="an extra full-proxy target run from the repository copy DIR "
+                        "(e.g. with a modified proxy/); shown as full-NAME")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="py-spy the full proxy during an extra c=32 run; raw stacks "
                         "in DIR")
@@ -874,6 +879,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def _raise_exit(signum: int, _frame: Any) -> None:
+    log(f"bench: signal {signum}, stopping every process")
     raise SystemExit(128 + signum)
 
 
@@ -882,9 +888,8 @@ def run(args: argparse.Namespace) -> int:
     nginx = nginx_binary()
     if args.loadgen == "wrk" and not wrk:
         raise HarnessError("--loadgen wrk: wrk is not installed")
-    if "nginx" in (args.upstream, args.nginx) and args.nginx != "off" and not nginx:
-        if args.upstream == "nginx" or args.nginx == "on":
-            raise HarnessError("nginx requested but not installed")
+    if not nginx and (args.upstream == "nginx" or args.nginx == "on"):
+        raise HarnessError("nginx requested but not installed")
     loadgen = "wrk" if args.loadgen == "wrk" or (args.loadgen == "auto" and wrk) else "python"
     upstream_kind = "nginx" if args.upstream == "nginx" or (
         args.upstream == "auto" and nginx) else "python"
@@ -906,14 +911,14 @@ def run(args: argparse.Namespace) -> int:
             elif name == "baseline":
                 targets.append(start_baseline(procs, upstream))
             elif name == "full":
-                targets.append(start_full(procs, upstream))
+                targets.append(start_full(procs, upstream, tree=args.tree.resolve()))
             elif name == "nginx":
                 targets.append(start_nginx_proxy(procs, upstream))
         for spec in args.variant:
             vname, _, vdir = spec.partition("=")
             if not vname or not vdir:
                 raise HarnessError(f"--variant {spec!r}: expected NAME=DIR")
-            targets.append(start_full(procs, upstream, f"full-{vname}", vdir))
+            targets.append(start_full(procs, upstream, f"full-{vname}", Path(vdir).resolve()))
         load: WrkLoad | PythonLoad = WrkLoad(wrk, procs) if loadgen == "wrk" and wrk \
             else PythonLoad()
 
@@ -933,8 +938,11 @@ def run(args: argparse.Namespace) -> int:
             for target in targets:
                 if target.kind == "full":
                     log(f"bench: profiling {target.name} at c={C_MID} with py-spy ...")
-                    profile = profile_target(load, target, max(args.duration, 5.0),
-                                             args.profile, procs)
+                    try:
+                        profile = profile_target(load, target, max(args.duration, 5.0),
+                                                 args.profile, procs)
+                    except (OSError, HarnessError) as exc:
+                        log(f"profile: skipped: {exc}")
                     break
 
         ratios, checks = analyse(points)
@@ -982,6 +990,9 @@ def main(argv: list[str] | None = None) -> int:
             serve_baseline(opts.port, opts.upstream)
         return 0
     args = parse_args(argv)
+    # Ctrl-C raises KeyboardInterrupt even when started from a shell that ignores SIGINT in
+    # background jobs; SIGTERM and SIGHUP unwind the same way. Either way `run` stops all.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_exit)
     with contextlib.suppress(AttributeError):
         signal.signal(signal.SIGHUP, _raise_exit)

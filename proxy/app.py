@@ -13,8 +13,10 @@ from typing import Any
 
 from aiohttp import ClientResponse
 
-from proxy.context import extract_context, quote_path
-from proxy.decision import Backend, Decision, Reason, RequestContext, decide
+from proxy.admin_access import bearer_ok, is_admin_path, on_port
+from proxy.config import ProxySettings
+from proxy.context import extract_context, normalize_path, quote_path
+from proxy.decision import Backend, Decision, Reason, RequestContext, decide, is_killed
 from proxy.forward import (
     BodyTooLarge,
     ClientGone,
@@ -24,13 +26,17 @@ from proxy.forward import (
     UpstreamUnreachable,
 )
 from proxy.headers import downstream_response_headers, upstream_request_headers
+from proxy.hygiene import BodyTimeout, framing_problem, timed_receive
 from proxy.outcome import RequestOutcome
+from proxy.override import apply_override, forced_backend
 from proxy.problems import send_problem
 from proxy.runtime import ProxyRuntime
+from proxy.server_protocol import HttpLimits
 
 log = logging.getLogger("strangler.proxy")
 
 ADMIN_PREFIX = "/_strangler/"
+CLOSE = [(b"connection", b"close")]
 
 
 class ForwardFailed(Exception):
@@ -47,14 +53,27 @@ NO_BODY_STATUS = frozenset({204, 304})
 class ProxyApp:
     def __init__(self, runtime: ProxyRuntime) -> None:
         self.rt = runtime
-        self.via = f"1.1 {runtime.settings.via_name}".encode()
+        settings = runtime.settings
+        self.via = f"1.1 {settings.via_name}".encode()
+        self.http_limits = HttpLimits(settings.max_header_bytes, settings.header_timeout)
+        self.admin_port = settings.admin_port
+        self.admin_token = settings.admin_token.encode() if settings.admin_token else None
+        self.qa_secret = (
+            settings.qa_override_secret.encode() if settings.qa_override_secret else None)
+        self.max_state_age = settings.max_state_age
+        self._stale = False
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
         if kind == "http":
             path = scope["path"]
-            if path == "/metrics" or path.startswith(ADMIN_PREFIX):
+            if self.admin_port is not None and on_port(scope, self.admin_port):
                 await self.admin(scope, send)
+            elif is_admin_path(path):
+                if self.admin_port is None:
+                    await self.admin(scope, send)
+                else:  # admin paths live on the admin port only
+                    await send_problem(send, 404, "not-found", "no such path", path)
             else:
                 await self.proxy(scope, receive, send)
         elif kind == "lifespan":
@@ -79,11 +98,17 @@ class ProxyApp:
     # -- admin -----------------------------------------------------------------------------
 
     async def admin(self, scope: dict[str, Any], send: Any) -> None:
-        path = scope["path"]
+        path = normalize_path(scope["path"])
+        if not bearer_ok(scope["headers"], self.admin_token):
+            await send_problem(send, 401, "unauthorized", "admin endpoints need a Bearer token",
+                               path, [(b"www-authenticate", b'Bearer realm="strangler"')])
+            return
         if path == "/metrics":
             body, ctype, status = self.rt.metrics.render(), b"text/plain; version=0.0.4", 200
         elif path in (ADMIN_PREFIX + "healthz", ADMIN_PREFIX + "state"):
             state = self.rt.describe()
+            if self.state_is_stale():
+                state["status"] = "degraded"
             status = 200 if path.endswith("state") or state["status"] == "ok" else 503
             body, ctype = json.dumps(state).encode(), b"application/json"
         else:
@@ -102,14 +127,42 @@ class ProxyApp:
         snapshot = self.rt.snapshot
         rules = snapshot.rules
         ctx = extract_context(rules, path, headers)
+        if self.state_is_stale():  # fail safe: the kill switch may have changed unseen
+            reason = Reason.KILL_SWITCH if is_killed(snapshot.kills, ctx.funnel) else Reason.ERROR
+            return ctx, Decision(Backend.LEGACY, reason, rules.version if rules else "none")
+        forced = forced_backend(headers, self.qa_secret)
         sticky = None
-        if ctx.funnel is not None and ctx.entity_id is None and not ctx.unit_minted:
+        if forced is None and ctx.funnel is not None and ctx.entity_id is None and (
+            not ctx.unit_minted
+        ):
             sticky = await self.rt.sticky.get(f"{ctx.funnel.name}:{ctx.unit}")
-        return ctx, decide(ctx, rules, snapshot.kills, sticky)
+        return ctx, apply_override(decide(ctx, rules, snapshot.kills, sticky), forced)
+
+    def state_is_stale(self) -> bool:
+        """Whether the last successful read of the control state is older than
+        `max_state_age`; logs each change."""
+        if not self.max_state_age:
+            return False
+        age = self.rt.watcher.state_age()
+        stale = age is not None and age > self.max_state_age
+        if stale != self._stale:
+            self._stale = stale
+            if stale:
+                log.error("control state is %.1f s old (max_state_age %s s): every request "
+                          "goes to legacy (ERROR) until the store answers", age,
+                          self.max_state_age)
+            else:
+                log.warning("control state is fresh again: routing by the rules resumes")
+        return stale
 
     async def proxy(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         started = time.perf_counter()
         headers: list[tuple[bytes, bytes]] = scope["headers"]
+        problem = framing_problem(scope.get("http_version", "1.1"), headers)
+        if problem is not None:
+            log.warning("rejected %s %s: %s", scope["method"], scope["path"], problem)
+            await send_problem(send, 400, "bad-request", problem, scope["path"], CLOSE)
+            return
         try:
             ctx, decision = await self.route(headers, scope["path"])
         except Exception:  # the decision never takes a request down: legacy serves it
@@ -131,7 +184,7 @@ class ProxyApp:
     ) -> None:
         method: str = scope["method"]
         headers = scope["headers"]
-        body = _request_body(receive, headers, self.rt.settings.max_body_bytes)
+        body = _request_body(receive, headers, self.rt.settings)
         extra = [(b"x-checkout-session", ctx.unit.encode())] if ctx.unit_minted else []
         client = scope.get("client")
         upstream_headers = upstream_request_headers(
@@ -142,37 +195,46 @@ class ProxyApp:
         path_qs = quote_path(ctx.path) + ("?" + qs.decode("latin-1") if qs else "")
         try:
             response, decision = await self._send_with_failover(
-                decision, method, path_qs, upstream_headers, body
+                decision, ctx, method, path_qs, upstream_headers, body
             )
         except BodyTooLarge:
             await self._reply_problem(send, ctx, decision, 413, "body-too-large",
                                       "request body too large", started, scope)
             return
+        except BodyTimeout:
+            await self._reply_problem(send, ctx, decision, 408, "request-timeout",
+                                      "the request body was not received in time", started,
+                                      scope, extra=CLOSE)
+            return
         except ClientGone:
             return
         except ForwardFailed as failed:
             exc, decision = failed.error, failed.decision
-            status, slug = (504, "upstream-timeout") if isinstance(exc, UpstreamTimeout) else (
-                502, "upstream-unavailable")
+            status, slug, extra = _failure_status(exc)
             log.warning("%s %s -> %s failed: %s", method, ctx.path, decision.backend, exc)
             await self._reply_problem(send, ctx, decision, status, slug, str(exc), started, scope,
-                                      upstream_error=exc.kind)
+                                      upstream_error=exc.kind, extra=extra)
             return
         await self._stream_response(scope, send, ctx, decision, response, started)
 
     async def _send_with_failover(
-        self, decision: Decision, method: str, path_qs: str, headers: list[tuple[str, str]],
-        body: RequestBody | None,
+        self, decision: Decision, ctx: RequestContext, method: str, path_qs: str,
+        headers: list[tuple[str, str]], body: RequestBody | None,
     ) -> tuple[ClientResponse, Decision]:
         """Send to the decided backend; when the core cannot be reached and nothing was sent
-        yet, send to legacy instead (FAILOVER). Raises ForwardFailed with the final decision."""
+        yet, send to legacy instead (FAILOVER), unless the request names a core id (OWNER):
+        legacy cannot serve it. Raises ForwardFailed with the final decision."""
         try:
             return await self.rt.upstream(decision.backend).send(
                 method, path_qs, headers, body), decision
         except UpstreamUnreachable as exc:
-            if decision.backend is not Backend.CORE or (body is not None and body.started):
+            if decision.backend is not Backend.CORE or decision.reason is Reason.OWNER or (
+                body is not None and body.started
+            ):
                 raise ForwardFailed(exc, decision) from exc
             log.warning("core unreachable (%s): failing over to legacy", exc)
+            funnel = ctx.funnel.name if ctx.funnel is not None else "-"
+            self.rt.metrics.errors.labels(Backend.CORE.value, funnel, exc.kind).inc()
         except UpstreamError as exc:
             raise ForwardFailed(exc, decision) from exc
         decision = decision.failed_over()
@@ -224,9 +286,10 @@ class ProxyApp:
     async def _reply_problem(
         self, send: Any, ctx: RequestContext, decision: Decision, status: int, slug: str,
         detail: str, started: float, scope: dict[str, Any], upstream_error: str | None = None,
+        extra: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         await send_problem(send, status, slug, detail, scope["path"],
-                           self._decision_headers(ctx, decision))
+                           self._decision_headers(ctx, decision) + (extra or []))
         await self._finish(scope, ctx, decision, status, started, upstream_error)
 
     async def _finish(
@@ -265,10 +328,21 @@ def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
 
 
 def _request_body(
-    receive: Any, headers: list[tuple[bytes, bytes]], limit: int,
+    receive: Any, headers: list[tuple[bytes, bytes]], settings: ProxySettings,
 ) -> RequestBody | None:
-    """A streaming body when the request has one (Content-Length > 0 or chunked)."""
+    """A streaming body when the request has one (Content-Length > 0 or chunked), read
+    within the body timeouts."""
     for name, value in headers:
         if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
-            return RequestBody(receive, limit)
+            timed = timed_receive(receive, settings.body_idle_timeout, settings.body_timeout)
+            return RequestBody(timed, settings.max_body_bytes)
     return None
+
+
+def _failure_status(exc: UpstreamError) -> tuple[int, str, list[tuple[bytes, bytes]]]:
+    """Status, problem slug and extra headers for a failed upstream request."""
+    if isinstance(exc, UpstreamTimeout):
+        return 504, "upstream-timeout", []
+    if isinstance(exc, UpstreamUnreachable):  # nothing was sent: a retry is safe
+        return 503, "upstream-unavailable", [(b"retry-after", b"1")]
+    return 502, "upstream-broken", []

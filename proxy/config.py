@@ -31,3 +31,15 @@ class ProxySettings(BaseSettings):
     guard_interval: float = Field(5.0, gt=0, description="seconds between guardrail checks")
     guard_webhook_url: str | None = Field(None, description="POSTed the evidence of a trip")
     session_cookie_max_age: int = 86_400
+
+    # reliability and security (docs/reliability.md)
+    max_header_bytes: int = Field(32_768, ge=1024, description="request head limit; above: 431")
+    header_timeout: float = Field(10.0, gt=0, description="seconds to read a request head")
+    body_idle_timeout: float = Field(10.0, gt=0, description="max gap between body chunks (s)")
+    body_timeout: float = Field(60.0, gt=0, description="seconds to read a whole request body")
+    max_state_age: float = Field(
+        30.0, ge=0, description="control state older than this (s): all to legacy; 0: off")
+    qa_override_secret: str | None = Field(
+        None, description="enables X-Checkout-Force with X-Checkout-Force-Token")
+    admin_port: int | None = Field(None, ge=1, le=65535, description="serve admin paths here only")
+    admin_token: str | None = Field(None, description="Bearer token required by admin paths")

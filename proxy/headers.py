@@ -13,6 +13,8 @@ HOP_BY_HOP = frozenset({
     b"proxy-authorization", b"te", b"trailer", b"transfer-encoding", b"upgrade",
 })
 DECISION_HEADERS = frozenset({b"x-checkout-backend", b"x-checkout-decision"})
+# The QA override (proxy.override) is for the proxy only: never forwarded.
+OVERRIDE_HEADERS = frozenset({b"x-checkout-force", b"x-checkout-force-token"})
 FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
 
 
@@ -46,7 +48,8 @@ def upstream_request_headers(
 ) -> list[tuple[str, str]]:
     """Headers for the upstream request: hop-by-hop, Host and decision headers removed,
     X-Forwarded-For/Proto/Host and Via set."""
-    drop = HOP_BY_HOP | connection_tokens(headers) | DECISION_HEADERS | {b"host"}
+    drop = HOP_BY_HOP | connection_tokens(headers) | DECISION_HEADERS | OVERRIDE_HEADERS | {
+        b"host"}
     trust = trusted.trusts(peer)
     if not trust:
         drop = drop | FORWARDED

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from proxy.guardrails.spec import GuardrailsSpec, merge_guardrails
 from proxy.rules_schema import FunnelSpec, RulesFile
 
 SIGNAL_NAMES = (
@@ -42,6 +43,7 @@ class Funnel:
     salt: str
     rules: tuple[Rule, ...]
     signals: tuple[Signal, ...]
+    guardrails: GuardrailsSpec | None = None
 
     def rule_for(self, country: str | None) -> Rule | None:
         for rule in self.rules:
@@ -69,7 +71,7 @@ class RuleSet:
         return None
 
 
-def _compile_funnel(spec: FunnelSpec) -> Funnel:
+def _compile_funnel(spec: FunnelSpec, defaults: GuardrailsSpec | None) -> Funnel:
     rules = tuple(
         Rule(
             id=r.id,
@@ -91,12 +93,21 @@ def _compile_funnel(spec: FunnelSpec) -> Funnel:
         salt=spec.salt,
         rules=rules,
         signals=signals,
+        guardrails=_guardrails(defaults, spec.guardrails),
     )
+
+
+def _guardrails(
+    defaults: GuardrailsSpec | None, own: GuardrailsSpec | None,
+) -> GuardrailsSpec | None:
+    if defaults is None:
+        return own
+    return merge_guardrails(defaults, own)
 
 
 def compile_rules(spec: RulesFile, version: str) -> RuleSet:
     """Turn a validated rules file into the immutable objects the proxy routes with."""
-    funnels = tuple(_compile_funnel(f) for f in spec.funnels)
+    funnels = tuple(_compile_funnel(f, spec.guardrails) for f in spec.funnels)
     by_header = {f.header_value.lower(): f for f in funnels if f.header_value is not None}
     prefixes = sorted(
         ((f.path_prefix, f) for f in funnels if f.path_prefix is not None),

@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 import pycountry
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from proxy.guardrails.spec import GuardrailsSpec
+
 HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
 IDENTIFIER = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 
@@ -109,6 +111,10 @@ class FunnelSpec(Strict):
     salt: str = Field(min_length=1, max_length=128)
     signals: SignalsSpec = Field(default_factory=SignalsSpec)
     rules: list[RuleSpec] = Field(default_factory=list)
+    guardrails: GuardrailsSpec | None = Field(
+        None, description="This funnel's guardrails; each section set here replaces the "
+        "top-level default's section.",
+    )
 
 
 class RulesFile(Strict):
@@ -122,4 +128,7 @@ class RulesFile(Strict):
     schema_version: Literal[1] = Field(1, alias="schema")
     context: ContextSpec = Field(default_factory=ContextSpec)
     stickiness: StickinessSpec = Field(default_factory=StickinessSpec)
+    guardrails: GuardrailsSpec | None = Field(
+        None, description="Default guardrails of every funnel (none when absent).",
+    )
     funnels: list[FunnelSpec] = Field(default_factory=list)

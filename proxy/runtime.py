@@ -13,6 +13,7 @@ from proxy.config import ProxySettings
 from proxy.control import ControlSnapshot
 from proxy.decision import Backend, Decision, Reason
 from proxy.forward import BackendConfig, Upstream
+from proxy.guardrails.monitor import GuardrailMonitor, LocalLease, RedisLease
 from proxy.guardrails.telemetry import MemoryTelemetry, TelemetryRecorder, TelemetryStore
 from proxy.headers import TrustedProxies
 from proxy.metrics import ProxyMetrics
@@ -51,6 +52,11 @@ class ProxyRuntime:
         }
         rules_file = Path(settings.rules_file) if settings.rules_file else None
         self.watcher = ControlWatcher(self, rules_file)
+        self.monitor = GuardrailMonitor(self)
+        self.lease: LocalLease | RedisLease = (
+            RedisLease(settings.redis_url, self.monitor.id, settings.guard_interval * 3)
+            if settings.redis_url else LocalLease()
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._cookie_suffix = (
             f"; Path=/; Max-Age={settings.session_cookie_max_age}; HttpOnly; SameSite=Lax"
@@ -77,6 +83,7 @@ class ProxyRuntime:
     async def start(self) -> None:
         await self.watcher.start()
         self._tasks.append(asyncio.create_task(self._flush_loop(), name="strangler-telemetry"))
+        self._tasks.append(asyncio.create_task(self._monitor_loop(), name="strangler-monitor"))
 
     async def stop(self) -> None:
         await self.watcher.stop()
@@ -87,6 +94,7 @@ class ProxyRuntime:
                 await task
         await self.flush_telemetry()
         await asyncio.to_thread(self.telemetry.close)
+        self.lease.close()
         for upstream in self._upstreams.values():
             await upstream.close()
         await self.sticky.close()
@@ -107,6 +115,17 @@ class ProxyRuntime:
         while True:
             await asyncio.sleep(1.0)
             await self.flush_telemetry()
+
+    async def _monitor_loop(self) -> None:
+        """Judge the guardrails every `guard_interval` seconds, on one replica at a time."""
+        while True:
+            await asyncio.sleep(self.settings.guard_interval)
+            try:
+                if await asyncio.to_thread(self.lease.hold):
+                    await self.flush_telemetry()
+                    await asyncio.to_thread(self.monitor.tick)
+            except Exception:
+                log.exception("guardrail monitor tick failed")
 
     def set_snapshot(self, snapshot: ControlSnapshot) -> None:
         previous = self.snapshot

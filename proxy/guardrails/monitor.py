@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from proxy import control
+from proxy import control, rollout
 from proxy.decision import GLOBAL_SCOPE
 from proxy.guardrails.judge import FunnelJudgement, judge_funnel
 from proxy.guardrails.model import Verdict
@@ -91,6 +91,10 @@ class GuardrailMonitor:
                 report["error"] = str(exc)
                 log.error("guardrails: telemetry unavailable, rollouts freeze, no trip: %s", exc)
         self.rt.metrics.guard_telemetry_up.set(1 if report["telemetry"] == "ok" else 0)
+        try:
+            report["rollouts"] = self._rollouts(report, now)
+        except StoreUnavailable as exc:
+            log.warning("rollouts not advanced: %s", exc)
         self.last_report = report
         try:
             self.rt.store.set_meta(REPORT_KEY, json.dumps(report, default=str))
@@ -144,6 +148,36 @@ class GuardrailMonitor:
             for arm, value in (("core", r.core_estimate), ("legacy", r.legacy_estimate)):
                 if value is not None:
                     m.guard_estimate.labels(funnel, r.name, arm).set(value)
+
+    # -- staged rollouts ------------------------------------------------------------------------
+
+    def _rollouts(self, report: dict[str, Any], now: float) -> list[dict[str, Any]]:
+        """Advance every active rollout by one tick (see proxy.rollout)."""
+        store = self.rt.store
+        seen = []
+        for current in rollout.all_rollouts(store):
+            if current.state not in rollout.ACTIVE:
+                continue
+            updated = current
+            cmd = rollout.take_command(store, current.id)
+            if cmd is not None:
+                updated = rollout.command(updated, cmd, now)
+            funnel = report["funnels"].get(updated.funnel)
+            ok = report["telemetry"] == "ok" and funnel is not None
+            kills = self.rt.snapshot.kills
+            killed = updated.funnel in kills or GLOBAL_SCOPE in kills
+            decision = rollout.step(updated, funnel["verdict"] if ok else None, killed, now)
+            updated = decision.rollout
+            if decision.apply_percent is not None:
+                control.ramp(store, updated.funnel, updated.country, decision.apply_percent,
+                             actor=f"rollout:{updated.id}", reason=f"rollout {updated.id}: "
+                             f"{updated.detail}")
+            if updated != current:
+                rollout.save(store, updated)
+                log.warning("rollout %s (%s): %s", updated.id, updated.funnel, updated.detail)
+            seen.append({"id": updated.id, "funnel": updated.funnel, "state": updated.state,
+                         "percent": str(updated.percent), "detail": updated.detail})
+        return seen
 
     # -- the trip ------------------------------------------------------------------------------
 

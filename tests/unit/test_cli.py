@@ -308,11 +308,19 @@ def test_unkill_of_a_switch_that_is_not_set_says_so(strangler, db):
     assert "was not set" in result.stdout
 
 
-@pytest.mark.parametrize("command", ["kill", "unkill"])
-def test_kill_and_unkill_without_reason_exit_2(strangler, db, command):
-    result = strangler(command, "--funnel", "warranties", *db)
+def test_kill_without_reason_exits_2(strangler, db):
+    result = strangler("kill", "--funnel", "warranties", *db)
     assert result.exit_code == 2
-    assert "--reason" in result.output
+
+
+def test_unkill_without_reason_asks_for_one(strangler, db):
+    ok(strangler("kill", "--funnel", "warranties", "--reason", "drill", *db))
+    assert strangler("unkill", "--funnel", "warranties", *db).exit_code == 1  # no answer
+    assert as_json(strangler("status", "--json", *db))["kill_switches"]
+    result = strangler("unkill", "--funnel", "warranties", *db, input="fix deployed\n")
+    assert "Why is it safe" in ok(result).stdout
+    assert as_json(strangler("status", "--json", *db))["kill_switches"] == {}
+    assert as_json(strangler("audit", "--json", *db))[0]["reason"] == "fix deployed"
 
 
 def test_kill_with_a_blank_reason_exits_1(strangler, db):

@@ -1,0 +1,184 @@
+"""uvicorn's httptools protocol with the request-head limits it lacks.
+
+uvicorn on httptools (llhttp) rejects malformed framing (duplicate or invalid
+Content-Length, Content-Length with Transfer-Encoding, a Transfer-Encoding that does not
+end in `chunked`, bad chunk sizes, bare CR or LF, obs-fold) with 400 and a closed
+connection. It has no limit on the size of a request head and no deadline for reading one,
+and it merges chunked trailers into the request headers. This subclass adds:
+
+- a size limit on the request head (request line + headers): 431 and close;
+- a deadline for reading a request head, from the connection's first byte or the first
+  byte of the next request (slowloris): 408 and close;
+- trailers dropped, never merged into the headers the app sees;
+- the app is started only after the bytes that carried the request head were parsed
+  whole, so a request whose framing turns out bad in the same packet (a bad chunk size,
+  say) never reaches the app, and so never the upstream;
+- problem+json bodies for the errors the protocol answers itself, then a lingering close
+  (the rest of the request is read and dropped for a moment, so that the client reads the
+  answer instead of a reset).
+
+The limits come from the app (`http_limits` attribute, `HttpLimits`), so one protocol
+class, importable by name, serves any number of apps and uvicorn worker processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
+
+from proxy.problems import problem_body
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    max_header_bytes: int = 32_768
+    """Request line plus header fields, in bytes; above it: 431."""
+    header_timeout: float = 10.0
+    """Seconds to receive a whole request head; then 408 and the connection is closed."""
+
+
+def _limits_of(app: Any) -> HttpLimits:
+    """The limits the app declares, looking through uvicorn's wrappers (`.app`)."""
+    for _ in range(4):
+        limits = getattr(app, "http_limits", None)
+        if isinstance(limits, HttpLimits):
+            return limits
+        app = getattr(app, "app", None)
+        if app is None:
+            break
+    return HttpLimits()
+
+
+def raw_problem(status: int, slug: str, detail: str) -> bytes:
+    """A complete HTTP/1.1 problem+json response that closes the connection."""
+    body = problem_body(status, slug, detail, "")
+    head = (
+        b"content-type: application/problem+json\r\n"
+        b"content-length: " + str(len(body)).encode() + b"\r\n"
+        b"connection: close\r\n\r\n"
+    )
+    return STATUS_LINE[status] + head + body
+
+
+LINGER_SECONDS = 1.0
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = _limits_of(self.app)
+        self._in_head = True  # the next bytes belong to a request head
+        self._head_bytes = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._rejected = False
+        self._feeding = False
+        self._pending: list[tuple[RequestResponseCycle, Any]] = []
+
+    # -- connection ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._rejected:
+            return
+        if self._in_head:
+            self._head_bytes += len(data)
+        self._feeding = True
+        try:
+            super().data_received(data)
+        finally:
+            self._feeding = False
+        if self._in_head and self._head_bytes > self.limits.max_header_bytes:
+            self._reject(431, "header-too-large", "the request head is too large")
+        pending, self._pending = self._pending, []
+        if not self._rejected:
+            for cycle, app in pending:
+                super()._start_asgi_task(cycle, app)
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        if self._feeding:  # started once the whole packet parsed cleanly
+            self._pending.append((cycle, app))
+        else:
+            super()._start_asgi_task(cycle, app)
+
+    # -- parser callbacks -----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._head_timer is None:
+            self._arm_head_timer()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # a chunked trailer: never promoted to a header
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._cancel_head_timer()
+        size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+        self._head_bytes = 0
+        if size > self.limits.max_header_bytes:
+            self._reject(431, "header-too-large", "the request head is too large")
+            return
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._rejected:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._in_head = True
+        if not self._rejected:
+            super().on_message_complete()
+
+    # -- answers of the protocol itself ---------------------------------------------------
+
+    def send_400_response(self, msg: str) -> None:
+        self._reject(400, "bad-request", msg)
+
+    def _reject(self, status: int, slug: str, detail: str) -> None:
+        """Answer `status` (unless a response is under way) and close the connection."""
+        if self._rejected:
+            return
+        self._rejected = True
+        self._cancel_head_timer()
+        cycle = self.cycle
+        if self.transport.is_closing():
+            return
+        if cycle is None or cycle.response_complete or not cycle.response_started:
+            self.logger.info("rejected a request with %s: %s", status, detail)
+            self.transport.write(raw_problem(status, slug, detail))
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True  # a running app now reads http.disconnect
+            cycle.message_event.set()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+    def _arm_head_timer(self) -> None:
+        self._cancel_head_timer()
+        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timeout)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timeout(self) -> None:
+        self._head_timer = None
+        if self._in_head and not self.transport.is_closing():
+            self._reject(408, "request-timeout", "the request head was not received in time")
