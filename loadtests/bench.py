@@ -31,7 +31,7 @@ Examples::
     python -m loadtests.bench                              # 5 s per point, c=1,8,32,128
     python -m loadtests.bench --duration 10 --json-out /tmp/bench.json
     python -m loadtests.bench --loadgen python --upstream python --nginx off -c 1,8
-    python -m loadtests.bench --targets full,baseline --profile /tmp/prof   # + py-spy at c=32
+    python -m loadtests.bench --targets full,baseline --profile /tmp/prof  # + py-spy at c=32
     python -m loadtests.bench --variant fast=/tmp/copy   # + a copy of the repo, proxy/ modified
 
 The machine matters: load generator, proxy and upstream share its cores, so compare
@@ -52,6 +52,7 @@ import platform
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -630,6 +631,20 @@ class Point:
     errors: int
     non_2xx: int
     cpu_us_per_request: float | None  # CPU of the target's own process(es) per request
+    busy_cores: float | None = None  # the whole machine's busy CPUs during the point
+    rounds: int = 1  # several rounds: medians of rps, p50, p99 and CPU
+    rps_rounds: list[int] = field(default_factory=list)
+
+
+def system_busy() -> tuple[float, float] | None:
+    """(busy CPU seconds of the whole machine, wall clock) for a busy-cores figure."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    ticks = [int(f) for f in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+    return (sum(ticks[:8]) - idle) / _TICK, time.monotonic()
 
 
 def measure(load: WrkLoad | PythonLoad, target: Target, concurrency: int, duration: float,
@@ -638,15 +653,41 @@ def measure(load: WrkLoad | PythonLoad, target: Target, concurrency: int, durati
         load.run(target.port, concurrency, warmup)
     pid = target.child.proc.pid if target.child is not None else None
     cpu_before = cpu_seconds(pid) if pid else None
+    busy_before = system_busy()
     result = load.run(target.port, concurrency, duration)
+    busy_after = system_busy()
     cpu_after = cpu_seconds(pid) if pid else None
     cpu = None
     if cpu_before is not None and cpu_after is not None and result.requests:
         cpu = (cpu_after - cpu_before) / result.requests * 1e6
+    busy = None
+    if busy_before and busy_after and busy_after[1] > busy_before[1]:
+        busy = (busy_after[0] - busy_before[0]) / (busy_after[1] - busy_before[1])
     rps = result.requests / result.seconds if result.seconds > 0 else 0.0
     return Point(target.name, concurrency, result.requests, result.seconds, rps, result.p50_ms,
                  result.p99_ms, result.mean_ms, result.max_ms, result.errors, result.non_2xx,
-                 cpu)
+                 cpu, busy)
+
+
+def combine(rounds: list[Point]) -> Point:
+    """Several rounds of one target and concurrency: medians, errors and requests summed."""
+    if len(rounds) == 1:
+        return rounds[0]
+
+    def med(values: list[float | None]) -> float | None:
+        present = [v for v in values if v is not None]
+        return statistics.median(present) if present else None
+
+    first = rounds[0]
+    return Point(
+        first.target, first.concurrency, sum(p.requests for p in rounds),
+        sum(p.seconds for p in rounds), med([p.rps for p in rounds]) or 0.0,
+        med([p.p50_ms for p in rounds]) or math.nan, med([p.p99_ms for p in rounds]) or math.nan,
+        med([p.mean_ms for p in rounds]) or math.nan, max(p.max_ms for p in rounds),
+        sum(p.errors for p in rounds), sum(p.non_2xx for p in rounds),
+        med([p.cpu_us_per_request for p in rounds]), med([p.busy_cores for p in rounds]),
+        len(rounds), [round(p.rps) for p in rounds],
+    )
 
 
 @dataclass
@@ -724,10 +765,11 @@ def render(report: dict[str, Any]) -> str:
     cfg = report["config"]
     lines.append(f"checkout strangler proxy benchmark: loadgen={cfg['loadgen']}, "
                  f"upstream={cfg['upstream']}, {cfg['duration']} s per point "
-                 f"(+{cfg['warmup']} s warm-up), {report['machine']['cpus']} CPUs shared")
+                 f"(+{cfg['warmup']} s warm-up), {cfg['rounds']} round(s), "
+                 f"{report['machine']['cpus']} CPUs shared")
     lines.append("")
     header = (f"{'target':<14}{'c':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'p99/p50':>9}"
-              f"{'errors':>8}{'CPU us/req':>12}{'x baseline':>12}")
+              f"{'errors':>8}{'CPU us/req':>12}{'x baseline':>12}{'busy':>7}")
     lines.append(header)
     lines.append("-" * len(header))
     for p in points:
@@ -738,7 +780,10 @@ def render(report: dict[str, Any]) -> str:
             f"{_fmt(p.p99_ms / p.p50_ms if p.p50_ms else None, '.2f'):>9}{errors:>8}"
             f"{_fmt(p.cpu_us_per_request, '.0f'):>12}"
             f"{_fmt(p.rps / base[p.concurrency] if base.get(p.concurrency) else None, '.2f'):>12}"
+            f"{_fmt(p.busy_cores, '.2f'):>7}"
         )
+    lines.append("(CPU us/req: the target's own processes; busy: CPUs busy machine-wide during "
+                 "the point, load generator and upstream included; medians over rounds)")
     lines.append("")
     lines.append(f"{'ratios':<14}{'c128/c32':>10}{'p99/p50@32':>12}{'c1 p50 - direct ms':>20}")
     for t, r in ratios.items():
@@ -751,9 +796,9 @@ def render(report: dict[str, Any]) -> str:
         value = _fmt(c["value"], ".3f", "not measured")
         limit = _fmt(c["limit"], ".3f", "-")
         lines.append(f"  [{c['status']:<4}] {c['target']}: {c['name']}: {value} (limit {limit})")
-    if report.get("profile"):
+    for profile in report.get("profiles") or ():
         lines.append("")
-        lines.append(report["profile"]["text"])
+        lines.append(profile["text"])
     return "\n".join(lines)
 
 
@@ -778,7 +823,8 @@ def summarize_collapsed(path: Path, top: int = 25) -> str:
             inclusive[frame] += count
     if not total:
         return "profile: no samples"
-    out = [f"profile: {total} samples; top self time (function (file)):"]
+    out = [(f"profile: {total} samples; top self time (function (file)); time inside a C "
+            "call (socket writes included) counts as its Python caller's self time:")]
     for name, n in self_samples.most_common(top):
         out.append(f"  {100 * n / total:5.1f}% self {100 * inclusive[name] / total:5.1f}% incl  "
                    f"{name}")
@@ -836,6 +882,13 @@ def machine_info() -> dict[str, Any]:
             "platform": platform.platform()}
 
 
+def _loadavg() -> list[float] | None:
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except (OSError, ValueError):
+        return None
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m loadtests.bench",
@@ -844,6 +897,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per point")
     parser.add_argument("--warmup", type=float, default=1.0,
                         help="seconds of unrecorded load before each point")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every point this many times, interleaving targets; "
+                        "report medians (useful on a busy machine)")
     parser.add_argument("-c", "--concurrency", default="1,8,32,128",
                         help="comma-separated concurrencies (default 1,8,32,128)")
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
@@ -859,8 +915,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="an extra full-proxy target run from the repository copy DIR "
                         "(e.g. with a modified proxy/); shown as full-NAME")
     parser.add_argument("--profile", type=Path, metavar="DIR",
-                        help="py-spy the full proxy during an extra c=32 run; raw stacks "
-                        "in DIR")
+                        help="py-spy each Python proxy (baseline, full, variants) during an "
+                        "extra c=32 run; raw stacks in DIR")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--json-out", type=Path, metavar="FILE", help="also write JSON here")
     parser.add_argument("--fail-on-miss", action="store_true",
@@ -869,6 +925,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="keep the work directory with the servers' logs")
     args = parser.parse_args(argv)
     args.levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if not args.levels or min(args.levels) < 1:
         parser.error("--concurrency needs positive integers")
     args.target_names = [t.strip() for t in args.targets.split(",") if t.strip()]
@@ -897,6 +955,7 @@ def run(args: argparse.Namespace) -> int:
     if "nginx" in wanted and (args.nginx == "off" or (args.nginx == "auto" and not nginx)):
         wanted.remove("nginx")
 
+    loadavg_start = _loadavg()
     workdir = Path(tempfile.mkdtemp(prefix="strangler-bench-"))
     procs = Processes(workdir)
     try:
@@ -922,44 +981,55 @@ def run(args: argparse.Namespace) -> int:
         load: WrkLoad | PythonLoad = WrkLoad(wrk, procs) if loadgen == "wrk" and wrk \
             else PythonLoad()
 
-        points: list[Point] = []
-        for target in targets:
-            for c in args.levels:
-                log(f"bench: {target.name} c={c} ...")
-                point = measure(load, target, c, args.duration, args.warmup)
-                log(f"bench: {target.name} c={c}: {point.rps:.0f} req/s, p50 "
-                    f"{point.p50_ms:.3f} ms, p99 {point.p99_ms:.3f} ms, errors "
-                    f"{point.errors + point.non_2xx}")
-                points.append(point)
-                time.sleep(0.2)
+        # Concurrency-major and interleaved: on a shared machine a burst of outside load
+        # then hits every target alike; each round starts with the next target.
+        measured: dict[tuple[str, int], list[Point]] = {}
+        for c in args.levels:
+            for r in range(args.rounds):
+                shift = r % len(targets)
+                for target in targets[shift:] + targets[:shift]:
+                    log(f"bench: {target.name} c={c} round {r + 1}/{args.rounds} ...")
+                    point = measure(load, target, c, args.duration, args.warmup)
+                    log(f"bench: {target.name} c={c}: {point.rps:.0f} req/s, p50 "
+                        f"{point.p50_ms:.3f} ms, p99 {point.p99_ms:.3f} ms, errors "
+                        f"{point.errors + point.non_2xx}, CPU "
+                        f"{_fmt(point.cpu_us_per_request, '.0f')} us/req, machine busy "
+                        f"{_fmt(point.busy_cores, '.2f')} cores")
+                    measured.setdefault((target.name, c), []).append(point)
+                    time.sleep(0.2)
+        points = [combine(measured[(t.name, c)]) for t in targets for c in args.levels]
 
-        profile = None
+        profiles: list[dict[str, Any]] = []
         if args.profile is not None:
             for target in targets:
-                if target.kind == "full":
-                    log(f"bench: profiling {target.name} at c={C_MID} with py-spy ...")
-                    try:
-                        profile = profile_target(load, target, max(args.duration, 5.0),
-                                                 args.profile, procs)
-                    except (OSError, HarnessError) as exc:
-                        log(f"profile: skipped: {exc}")
-                    break
+                if target.kind not in ("full", "baseline"):
+                    continue
+                log(f"bench: profiling {target.name} at c={C_MID} with py-spy ...")
+                try:
+                    found = profile_target(load, target, max(args.duration, 5.0),
+                                           args.profile, procs)
+                except (OSError, HarnessError) as exc:
+                    log(f"profile: skipped: {exc}")
+                    continue
+                if found is not None:
+                    profiles.append(found)
 
         ratios, checks = analyse(points)
         report = {
-            "config": {"duration": args.duration, "warmup": args.warmup,
+            "config": {"duration": args.duration, "warmup": args.warmup, "rounds": args.rounds,
                        "concurrency": args.levels, "loadgen": loadgen,
                        "upstream": upstream_kind, "path": REQUEST_PATH,
                        "headers": {**FUNNEL_HEADERS,
                                    "X-Checkout-Session": f"{SESSIONS} rotating units"},
                        "body_bytes": len(BODY)},
-            "machine": machine_info(),
+            "machine": {**machine_info(), "loadavg_at_start": loadavg_start,
+                        "loadavg_at_end": _loadavg()},
             "targets": {t.name: {"description": t.description, "sample": t.sample}
                         for t in targets},
             "points": [asdict(p) for p in points],
             "ratios": ratios,
             "checks": [asdict(c) for c in checks],
-            "profile": profile,
+            "profiles": profiles,
         }
         if args.json_out:
             args.json_out.write_text(json.dumps(report, indent=2) + "\n")

@@ -120,8 +120,10 @@ class GuardrailMonitor:
         telemetry = self.rt.telemetry
         since = self.epoch_start(funnel, now)
         cumulative = telemetry.window(funnel.name, since, now)
+        # Burn windows trail from now but never reach back past the epoch: errors from
+        # before a person cleared the switch must not trip it again.
         burn = {
-            seconds: telemetry.window(funnel.name, now - seconds, now)
+            seconds: telemetry.window(funnel.name, max(now - seconds, since), now)
             for seconds in spec.burn_window_seconds()
         }
         share = expected_core_share(funnel, telemetry.rule_units(funnel.name, since, now))

@@ -74,8 +74,7 @@ def browser_headers(rng: random.Random, extra: Headers, cookie_unit: str | None)
                        b"checkout_session=" + cookie_unit.encode())
     return [
         (b"host", b"shop.example"),
-        (b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Gecko/20100101 "
-                        b"Firefox/132.0"),
+        (b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Firefox/132.0"),
         (b"accept", b"application/json"),
         (b"accept-language", b"en-IE,en;q=0.8"),
         (b"accept-encoding", b"gzip, deflate, br"),

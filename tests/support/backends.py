@@ -15,6 +15,7 @@ class EchoBackend:
 
     name: str
     requests: list[dict[str, Any]] = field(default_factory=list)
+    force_status: int | None = None  # answer every request with this status
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -53,7 +54,7 @@ class EchoBackend:
             ]})
             await send({"type": "http.response.body", "body": payload})
             return
-        status = int(dict(scope["headers"]).get(b"x-test-status", b"0")) or (
+        status = self.force_status or int(dict(scope["headers"]).get(b"x-test-status", b"0")) or (
             201 if scope["method"] == "POST" else 200)
         payload = json.dumps(seen).encode()
         await send({"type": "http.response.start", "status": status, "headers": [

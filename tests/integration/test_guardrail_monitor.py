@@ -1,0 +1,157 @@
+"""The guardrail monitor inside a running proxy: real traffic, real trips."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from proxy.guardrails.monitor import REPORT_KEY
+
+RULES = """\
+schema: 1
+guardrails:
+  alpha: 0.01
+  min_samples: 30
+  conversion: null
+  latency_p95: null
+  sample_ratio: null
+  payment_success: {max_absolute_drop: 0.2, floor: 0.5}
+  error_budget:
+    slo: 0.99
+    min_requests: 20
+    windows: [{long: 20s, short: 5s, burn_rate: 5}]
+funnels:
+  - name: warranties
+    match: {header: warranties}
+    salt: w1
+    signals:
+      payment_attempted: {method: POST, path: '^/carts$', status: [201, 402, 500, 502]}
+      order_placed: {method: POST, path: '^/carts$', status: [201]}
+    rules:
+      - {id: half, countries: '*', percent: 50}
+"""
+FUNNEL = {"X-Checkout-Funnel": "warranties", "X-Country": "FR"}
+FAST = {"guard_interval": 0.2, "telemetry_bucket_seconds": 1}
+
+
+def drive(url: str, n: int) -> list[httpx.Response]:
+    with httpx.Client(base_url=url, timeout=10) as client, ThreadPoolExecutor(8) as pool:
+        return list(pool.map(
+            lambda _: client.post("/carts", headers={
+                **FUNNEL, "X-Checkout-Session": f"u-{uuid.uuid4().hex}"}),
+            range(n),
+        ))
+
+
+def report(stack) -> dict:
+    raw = stack.store.get_meta(REPORT_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def wait_for(check, within: float):
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"not within {within}s")
+
+
+def test_a_failing_core_trips_the_funnel_kill_switch_with_evidence(make_stack):
+    stack = make_stack(rules=RULES, **FAST)
+    stack.core_app.force_status = 500
+    drive(stack.url, 300)
+    switch = wait_for(lambda: stack.store.kill_switches().get("warranties"), within=5)
+    assert switch.actor == "guardrail-monitor"
+    assert "payment_success" in switch.reason
+    evidence = switch.evidence
+    assert evidence["funnel"] == "warranties" and evidence["rules_version"] == "1"
+    failed = {g["name"]: g for g in evidence["guardrails"] if g["verdict"] == "fail"}
+    assert "payment_success" in failed
+    payment = failed["payment_success"]
+    assert payment["core_estimate"] < 0.5 < payment["legacy_estimate"]
+    assert payment["n_core"] > 30 and payment["n_legacy"] > 30
+    # every request now goes to legacy, and the trip is audited
+    after = drive(stack.url, 20)
+    assert {r.headers["x-checkout-decision"].split(";")[0] for r in after} == {"KILL_SWITCH"}
+    entry = stack.store.audit_log(5)[0]
+    assert (entry.actor, entry.action, entry.target) == ("guardrail-monitor", "kill",
+                                                         "warranties")
+    metrics = httpx.get(stack.url + "/metrics").text
+    assert 'strangler_guardrail_trips_total{funnel="warranties",guardrail="payment_success"}' \
+        in metrics
+
+
+def test_the_trip_stays_latched_until_a_person_clears_it(make_stack):
+    from proxy import control
+
+    stack = make_stack(rules=RULES, **FAST)
+    stack.core_app.force_status = 500
+    drive(stack.url, 300)
+    wait_for(lambda: stack.store.kill_switches().get("warranties"), within=5)
+    stack.core_app.force_status = None
+    time.sleep(1)
+    assert "warranties" in stack.store.kill_switches()  # healthy again, still latched
+    control.unkill(stack.store, "warranties", actor="oncall", reason="fixed")
+    drive(stack.url, 100)
+    time.sleep(1)
+    assert "warranties" not in stack.store.kill_switches()  # judged afresh: no re-trip
+
+
+def test_a_healthy_core_does_not_trip_and_the_report_shows_both_arms(make_stack):
+    stack = make_stack(rules=RULES, **FAST)
+    drive(stack.url, 300)
+    funnel = wait_for(lambda: report(stack).get("funnels", {}).get("warranties"), within=5)
+    time.sleep(0.5)
+    assert stack.store.kill_switches() == {}
+    funnel = report(stack)["funnels"]["warranties"]
+    assert funnel["verdict"] in ("pass", "insufficient_data")
+    payment = next(g for g in funnel["guardrails"] if g["name"] == "payment_success")
+    assert payment["core_estimate"] == 1.0 and payment["legacy_estimate"] == 1.0
+    assert payment["n_core"] + payment["n_legacy"] == 300
+
+
+def test_no_traffic_is_insufficient_data_and_never_trips(make_stack):
+    stack = make_stack(rules=RULES, **FAST)
+    funnel = wait_for(lambda: report(stack).get("funnels", {}).get("warranties"), within=5)
+    assert funnel["verdict"] == "insufficient_data"
+    assert stack.store.kill_switches() == {}
+
+
+def test_a_staged_rollout_advances_on_passing_guardrails_and_stops_on_a_trip(make_stack):
+    from decimal import Decimal
+
+    from proxy import control, rollout
+
+    stack = make_stack(rules=RULES, **FAST)
+    plan = rollout.new_rollout("warranties", "FR", [Decimal(p) for p in ("20", "60", "100")],
+                               1.5, reason="test", actor="rm")
+    control.ramp(stack.store, "warranties", "FR", plan.percent, actor="rm", reason="start")
+    rollout.register(stack.store, plan)
+
+    def state():
+        drive(stack.url, 60)
+        current = rollout.load(stack.store, plan.id)
+        return current if current.step_index == 1 else None
+
+    advanced = wait_for(state, within=20)
+    assert advanced.state is rollout.State.RUNNING
+    r = httpx.post(stack.url + "/carts", headers={**FUNNEL, "X-Checkout-Session": "u-after-1"})
+    assert r.headers["x-checkout-decision"].startswith("RULE; rule=warranties-fr;")
+    # now the core breaks: the monitor trips, and the rollout stops with the switch latched
+    stack.core_app.force_status = 500
+
+    def stopped():
+        drive(stack.url, 60)
+        current = rollout.load(stack.store, plan.id)
+        return current if current.state not in rollout.ACTIVE else None
+
+    final = wait_for(stopped, within=20)
+    assert final.state is rollout.State.STOPPED and final.step_index == 1
+    assert "warranties" in stack.store.kill_switches()
