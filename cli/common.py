@@ -12,7 +12,9 @@ from contextlib import contextmanager
 from typing import Annotated, Any, NoReturn
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.table import Table
 
 from proxy.control import ControlError
 from proxy.rules_loader import RulesError
@@ -82,6 +84,18 @@ def store_for(db_path: str, redis_url: str | None) -> Iterator[ControlStore]:
         fail(str(exc))
     finally:
         store.close()
+
+
+def print_rows(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """A table on a terminal; tab-separated plain text, never truncated, when piped."""
+    if console.is_terminal:
+        table = Table(*header, box=box.SIMPLE)
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+        return
+    for row in (header, *rows):
+        sys.stdout.write("\t".join(row) + "\n")
 
 
 def print_json(data: Any) -> None:

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import time
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from cli.common import (
-    Actor, AsJson, DbPath, Reason, RedisUrl, actor_name, console, fail, print_json, store_for,
+    Actor, AsJson, DbPath, Reason, RedisUrl, actor_name, console, fail, print_json, print_rows,
+    store_for,
 )
 from proxy import control
 from proxy.blast_radius import blast_radius
 from proxy.decision import GLOBAL_SCOPE
+from proxy.guardrails.monitor import REPORT_KEY
 from proxy.rules_loader import load_rules_text
 from proxy.store import ControlStore
 
@@ -108,10 +110,15 @@ def ramp(
 def status_data(store: ControlStore) -> dict[str, Any]:
     active = store.active_rules()
     kills = store.kill_switches()
+    raw_report = store.get_meta(REPORT_KEY)
+    report = json.loads(raw_report) if raw_report else {}
+    traffic = report.get("traffic", {})
+    verdicts = report.get("funnels", {})
     funnels: list[dict[str, Any]] = []
     if active is not None:
         rules = load_rules_text(active.text, str(active.version))
         for f in rules.funnels:
+            judged = verdicts.get(f.name)
             funnels.append({
                 "name": f.name,
                 "killed": f.name in kills or GLOBAL_SCOPE in kills,
@@ -120,6 +127,11 @@ def status_data(store: ControlStore) -> dict[str, Any]:
                     "countries": sorted(r.countries) if r.countries is not None else "*",
                     "percent": r.basis_points / 100,
                 } for r in f.rules],
+                "live": traffic.get(f.name, {}),
+                "guardrails": None if judged is None else {
+                    "verdict": judged["verdict"],
+                    "checks": {g["name"]: g["verdict"] for g in judged["guardrails"]},
+                },
             })
     return {
         "rules_version": active.version if active else None,
@@ -128,13 +140,27 @@ def status_data(store: ControlStore) -> dict[str, Any]:
         "funnels": funnels,
         "kill_switches": {s: {"reason": k.reason, "actor": k.actor, "at": k.at}
                           for s, k in kills.items()},
+        "monitor": {"at": report.get("at"), "telemetry": report.get("telemetry")},
+        "rollouts": report.get("rollouts", []),
     }
+
+
+def _live(live: dict[str, dict[str, float]], countries: list[str] | str) -> str:
+    """Live split and rates of the countries a rule covers (all, for '*')."""
+    wanted = live if countries == "*" else {c: live[c] for c in countries if c in live}
+    core = sum(v.get("core", 0.0) for v in wanted.values())
+    legacy = sum(v.get("legacy", 0.0) for v in wanted.values())
+    if core + legacy == 0:
+        return "no traffic"
+    return f"{core / (core + legacy):.1%} core  {core:.2f}/{legacy:.2f} req/s"
 
 
 def status(
     db_path: DbPath = DEFAULT_DB, redis_url: RedisUrl = None, as_json: AsJson = False,
 ) -> None:
-    """Rules version, percentage per funnel and country, kill switches.
+    """Funnels x countries: percentages, live split and rates, kill switches, guardrails.
+
+    The live figures come from the guardrail monitor running in the proxy (last minute).
 
     Example: strangler status --json
     """
@@ -148,12 +174,18 @@ def status(
     for scope, k in data["kill_switches"].items():
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(k["at"]))
         console.print(f"[bold red]KILL SWITCH {scope}[/] by {k['actor']} at {when}: {k['reason']}")
-    table = Table("funnel", "rule", "countries", "core %", "state")
+    header = ("funnel", "rule", "countries", "core %", "live (last minute)", "state",
+              "guardrails")
+    rows = []
     for f in data["funnels"]:
+        guard = f["guardrails"]["verdict"] if f["guardrails"] else "-"
         for r in f["rules"]:
             countries = r["countries"]
-            if not isinstance(countries, str):
-                countries = ",".join(countries)
-            table.add_row(f["name"], r["id"], countries, f"{r['percent']:g}",
-                          "killed" if f["killed"] else "live")
-    console.print(table)
+            shown = countries if isinstance(countries, str) else ",".join(countries)
+            rows.append((f["name"], r["id"], shown, f"{r['percent']:g}",
+                         _live(f["live"], countries), "killed" if f["killed"] else "live",
+                         guard))
+    print_rows(header, rows)
+    for r in data["rollouts"]:
+        console.print(f"rollout {r['id']} {r['funnel']}: {r['percent']}% {r['state']}: "
+                      f"{r['detail']}")

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("strangler.guardrails")
 
 REPORT_KEY = "guard:report"
+TRAFFIC_WINDOW = 60.0
 MONITOR_ACTOR = "guardrail-monitor"
 VERDICT_VALUE = {Verdict.PASS: 1, Verdict.INSUFFICIENT: 0, Verdict.FAIL: -1}
 
@@ -83,6 +84,7 @@ class GuardrailMonitor:
                                   "telemetry": "ok"}
         if rules is not None:
             try:
+                report["traffic"] = self._traffic(rules, now)
                 for funnel in rules.funnels:
                     if funnel.guardrails is not None:
                         report["funnels"][funnel.name] = self._check(rules, funnel, now)
@@ -101,6 +103,18 @@ class GuardrailMonitor:
         except StoreUnavailable as exc:
             log.warning("guardrail report not stored: %s", exc)
         return report
+
+    def _traffic(self, rules: RuleSet, now: float) -> dict[str, dict[str, dict[str, float]]]:
+        """Requests per second per funnel, country and backend over the last minute."""
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for funnel in rules.funnels:
+            per_country = self.rt.telemetry.countries(funnel.name, now - TRAFFIC_WINDOW, now)
+            out[funnel.name] = {
+                country: {arm: round(stats.requests / TRAFFIC_WINDOW, 3)
+                          for arm, stats in arms.items()}
+                for country, arms in per_country.items()
+            }
+        return out
 
     def epoch_start(self, funnel: Funnel, now: float) -> float:
         store = self.rt.store
