@@ -583,7 +583,7 @@ def start_full(procs: Processes, upstream: str, name: str = "full",
     status, headers, _ = http_get(port, REQUEST_PATH, {
         **FUNNEL_HEADERS, "X-Checkout-Session": session_id(SESSIONS + 1)})
     decision = headers.get("x-checkout-decision", "")
-    if status != 200 or "rule=" not in decision:
+    if status != 200 or ("rule=" not in decision and name == "full"):
         raise HarnessError(f"{name}: expected a RULE decision through the funnel, got "
                            f"{status} {decision!r}:\n{child.log_tail()}")
     where = "" if tree == REPO else f"code from {tree}: "

@@ -22,7 +22,7 @@ class ProxySettings(BaseSettings):
     pool_size: int = Field(256, ge=1, description="keep-alive connections per backend")
     max_body_bytes: int = Field(1_048_576, ge=1024)
 
-    poll_interval: float = Field(0.25, gt=0, le=5.0, description="store and file polling (s)")
+    poll_interval: float = Field(0.1, gt=0, le=5.0, description="store and file polling (s)")
     sticky_max_units: int = Field(200_000, ge=1000)
     trusted_proxies: list[str] = Field(default_factory=list, description="CIDRs or IPs")
     via_name: str = "strangler"
