@@ -7,7 +7,7 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any, NoReturn
 
@@ -86,7 +86,7 @@ def store_for(db_path: str, redis_url: str | None) -> Iterator[ControlStore]:
         store.close()
 
 
-def print_rows(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def print_rows(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     """A table on a terminal; tab-separated plain text, never truncated, when piped."""
     if console.is_terminal:
         table = Table(*header, box=box.SIMPLE)

@@ -35,7 +35,7 @@ def _sticky(redis_url: str | None, funnel: str | None, unit: str) -> Backend | N
         raw = client.get(f"{KEY}{funnel}:{unit}")
     finally:
         client.close()
-    return Backend(raw) if raw else None
+    return Backend(str(raw)) if raw else None
 
 
 def explain(

@@ -7,7 +7,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from cli.common import (
     Actor, AsJson, DbPath, Reason, RedisUrl, actor_name, console, fail, print_json, store_for,
@@ -103,7 +103,7 @@ def status(
 def _follow(db_path: str, redis_url: str | None) -> None:
     with Progress(TextColumn("{task.description}"), BarColumn(),
                   TextColumn("{task.fields[state]}"), console=console) as progress:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
         while True:
             rows = [r for r in _rows(db_path, redis_url)
                     if r.state in rollout.ACTIVE or r.id in tasks]

@@ -56,6 +56,12 @@ def _run_proxy(
     `admin`, a second listening socket of the same server(s) for the admin paths."""
     if admin is not None:
         env = {**env, "STRANGLER_ADMIN_PORT": str(admin[1])}
+    admin_host = admin[0] if admin is not None else host
+    if admin_host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get(
+        "STRANGLER_ADMIN_TOKEN"
+    ):
+        console.print(f"warning: /metrics and /_strangler/* are reachable on {admin_host} "
+                      "without a token; set STRANGLER_ADMIN_TOKEN (and --admin-port)")
     os.environ.update(env)
     options: dict[str, Any] = {
         "factory": True, "host": host, "port": port, "workers": workers,

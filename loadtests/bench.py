@@ -202,19 +202,28 @@ class Child:
 class Processes:
     """Every child runs in its own session; stopping kills its whole process group."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, pin: tuple[set[int], set[int]] | None = None) -> None:
         self.workdir = workdir
         self.children: list[Child] = []
+        self.pin = pin  # (CPUs of the proxies under test, CPUs of everything else)
 
     def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None,
-              cwd: Path | None = None) -> Child:
+              cwd: Path | None = None, proxy: bool = False) -> Child:
         log_path = self.workdir / f"{name}.log"
-        with open(log_path, "wb") as out:
-            proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})}, cwd=str(cwd or REPO),
-                start_new_session=True,
-            )
+        cpus = None if self.pin is None else self.pin[0 if proxy else 1]
+        own = os.sched_getaffinity(0) if cpus else None
+        if cpus:  # a child inherits its parent's CPU affinity (and passes it to its workers)
+            os.sched_setaffinity(0, cpus)
+        try:
+            with open(log_path, "wb") as out:
+                proc = subprocess.Popen(
+                    cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    env={**os.environ, **(env or {})}, cwd=str(cwd or REPO),
+                    start_new_session=True,
+                )
+        finally:
+            if own:
+                os.sched_setaffinity(0, own)
         child = Child(name, proc, log_path)
         self.children.append(child)
         return child
@@ -321,11 +330,12 @@ http {{
     return conf
 
 
-def start_nginx(procs: Processes, name: str, conf: Path) -> Child:
+def start_nginx(procs: Processes, name: str, conf: Path, proxy: bool = False) -> Child:
     binary = nginx_binary()
     assert binary is not None
     return procs.start(name, [binary, "-e", str(procs.workdir / f"{name}-error.log"),
-                              "-p", str(procs.workdir), "-c", str(conf), "-g", "daemon off;"])
+                              "-p", str(procs.workdir), "-c", str(conf), "-g", "daemon off;"],
+                       proxy=proxy)
 
 
 # --------------------------------------------------------------------------------------------
@@ -558,7 +568,7 @@ def start_upstream(procs: Processes, kind: str) -> tuple[Target, str]:
 def start_baseline(procs: Processes, upstream: str) -> Target:
     port = free_port()
     child = procs.start("baseline", [sys.executable, "-m", "loadtests.bench", "_baseline",
-                                     "--port", str(port), "--upstream", upstream])
+                                     "--port", str(port), "--upstream", upstream], proxy=True)
     wait_ready(child, port, REQUEST_PATH)
     return Target("baseline", "baseline", port, child,
                   "aiohttp.web + one pooled aiohttp ClientSession, uvloop, 1 process")
@@ -577,7 +587,8 @@ def start_full(procs: Processes, upstream: str, name: str = "full",
     cmd = [sys.executable, "-m", "cli.main", "serve", "--core-url", upstream,
            "--legacy-url", upstream, "--rules", str(rules), "--host", "127.0.0.1",
            "--port", str(port), "--db-path", str(data / "strangler.sqlite3")]
-    child = procs.start(name, cmd, env={"STRANGLER_LOG_LEVEL": "warning"}, cwd=tree)
+    child = procs.start(name, cmd, env={"STRANGLER_LOG_LEVEL": "warning"}, cwd=tree,
+                        proxy=True)
     wait_ready(child, port, "/_strangler/healthz")
     # The rules must be loaded and the request must go through a funnel rule.
     status, headers, _ = http_get(port, REQUEST_PATH, {
@@ -607,7 +618,7 @@ def start_nginx_proxy(procs: Processes, upstream: str) -> Target:
         }}"""
     extra = f"upstream bench_upstream {{ server {upstream_hostport}; keepalive 256; }}"
     child = start_nginx(procs, "nginx-proxy",
-                        nginx_conf(procs.workdir, "nginx-proxy", block, extra))
+                        nginx_conf(procs.workdir, "nginx-proxy", block, extra), proxy=True)
     wait_ready(child, port, REQUEST_PATH)
     return Target("nginx", "nginx", port, child,
                   "nginx reverse proxy, 1 worker, upstream keepalive 256")
@@ -766,7 +777,10 @@ def render(report: dict[str, Any]) -> str:
     lines.append(f"checkout strangler proxy benchmark: loadgen={cfg['loadgen']}, "
                  f"upstream={cfg['upstream']}, {cfg['duration']} s per point "
                  f"(+{cfg['warmup']} s warm-up), {cfg['rounds']} round(s), "
-                 f"{report['machine']['cpus']} CPUs shared")
+                 f"{report['machine']['cpus']} CPUs shared"
+                 + (f", proxy under test pinned to CPU {cfg['pinning']['proxy_cpus']}, "
+                    f"load generator and upstream to CPU {cfg['pinning']['other_cpus']}"
+                    if cfg.get("pinning") else ", no pinning"))
     lines.append("")
     header = (f"{'target':<14}{'c':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'p99/p50':>9}"
               f"{'errors':>8}{'CPU us/req':>12}{'x baseline':>12}{'busy':>7}")
@@ -882,6 +896,16 @@ def machine_info() -> dict[str, Any]:
             "platform": platform.platform()}
 
 
+def cpu_split() -> tuple[set[int], set[int]] | None:
+    """The last usable CPU for the proxy under test, the others for everything else."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    return {cpus[-1]}, set(cpus[:-1])
+
+
 def _loadavg() -> list[float] | None:
     try:
         return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
@@ -917,6 +941,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="py-spy each Python proxy (baseline, full, variants) during an "
                         "extra c=32 run; raw stacks in DIR")
+    parser.add_argument("--pin", choices=("auto", "off"), default="auto",
+                        help="auto: with 2+ CPUs, run the proxy under test alone on the last "
+                        "CPU and the load generator and upstream on the others")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--json-out", type=Path, metavar="FILE", help="also write JSON here")
     parser.add_argument("--fail-on-miss", action="store_true",
@@ -956,10 +983,15 @@ def run(args: argparse.Namespace) -> int:
         wanted.remove("nginx")
 
     loadavg_start = _loadavg()
+    pin = cpu_split() if args.pin == "auto" else None
+    if pin is not None:
+        os.sched_setaffinity(0, pin[1])  # the harness and the Python load generator
     workdir = Path(tempfile.mkdtemp(prefix="strangler-bench-"))
-    procs = Processes(workdir)
+    procs = Processes(workdir, pin)
     try:
-        log(f"bench: work directory {workdir}; loadgen={loadgen}, upstream={upstream_kind}")
+        log(f"bench: work directory {workdir}; loadgen={loadgen}, upstream={upstream_kind}, "
+            + (f"proxies on CPU {sorted(pin[0])}, the rest on CPU {sorted(pin[1])}"
+               if pin else "no CPU pinning"))
         direct, upstream = start_upstream(procs, upstream_kind)
         targets: list[Target] = []
         for name in TARGET_ORDER:
@@ -1017,6 +1049,8 @@ def run(args: argparse.Namespace) -> int:
         ratios, checks = analyse(points)
         report = {
             "config": {"duration": args.duration, "warmup": args.warmup, "rounds": args.rounds,
+                       "pinning": {"proxy_cpus": sorted(pin[0]), "other_cpus": sorted(pin[1])}
+                       if pin else None,
                        "concurrency": args.levels, "loadgen": loadgen,
                        "upstream": upstream_kind, "path": REQUEST_PATH,
                        "headers": {**FUNNEL_HEADERS,

@@ -143,8 +143,9 @@ class GuardrailMonitor:
         share = expected_core_share(funnel, telemetry.rule_units(funnel.name, since, now))
         judgement = judge_funnel(spec, cumulative, burn, share)
         self._export(funnel.name, judgement)
-        entry = {
-            "verdict": judgement.verdict.value, "since": since,
+        entry: dict[str, Any] = {
+            "verdict": judgement.verdict.value, "trips": judgement.trips,
+            "sample_ratio_mismatch": judgement.sample_ratio_mismatch, "since": since,
             "configured_core_share": share,
             "guardrails": [asdict(r) for r in judgement.results],
             "killed": self._killed(funnel),
@@ -180,9 +181,13 @@ class GuardrailMonitor:
                 updated = rollout.command(updated, cmd, now)
             funnel = report["funnels"].get(updated.funnel)
             ok = report["telemetry"] == "ok" and funnel is not None
+            # A sample-ratio mismatch fails the verdict without tripping: it freezes.
+            verdict = None if not ok else (
+                "fail" if funnel["trips"] else
+                "pass" if funnel["verdict"] == "pass" else "insufficient_data")
             kills = self.rt.snapshot.kills
             killed = updated.funnel in kills or GLOBAL_SCOPE in kills
-            decision = rollout.step(updated, funnel["verdict"] if ok else None, killed, now)
+            decision = rollout.step(updated, verdict, killed, now)
             updated = decision.rollout
             if decision.apply_percent is not None:
                 control.ramp(store, updated.funnel, updated.country, decision.apply_percent,

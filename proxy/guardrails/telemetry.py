@@ -146,12 +146,12 @@ class MemoryTelemetry:
         with self._lock:
             for (start, funnel, arm, country), counts in batch.counters.items():
                 for size in (self.bucket_seconds, COARSE_SECONDS):
-                    key = (size, start // size * size, funnel, arm, country)
-                    target = self._buckets.setdefault(key, {})
+                    bucket = (size, start // size * size, funnel, arm, country)
+                    target = self._buckets.setdefault(bucket, {})
                     for name, value in counts.items():
                         target[name] = target.get(name, 0) + value
-            for key, units in batch.units.items():
-                seen = self._units.setdefault(key, {})
+            for unit_key, units in batch.units.items():
+                seen = self._units.setdefault(unit_key, {})
                 for unit, at in units.items():
                     seen.setdefault(unit, at)
             self._expire(time.time() - self.retention)

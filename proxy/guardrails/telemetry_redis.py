@@ -105,7 +105,9 @@ class RedisTelemetry:
     def rule_units(self, funnel: str, since: float, until: float) -> dict[str, dict[str, int]]:
         """arm -> country -> distinct units routed there by a rule."""
         try:
-            countries = sorted(self.client.smembers(f"{PREFIX}:rule-countries:{funnel}"))
+            countries = sorted(
+                str(c) for c in self.client.smembers(f"{PREFIX}:rule-countries:{funnel}")
+            )
         except redis.RedisError as exc:
             raise StoreUnavailable(f"telemetry: {exc}") from exc
         pairs = [(arm, c) for arm in ARMS for c in countries]
