@@ -73,6 +73,7 @@ class GuardrailMonitor:
         self.rt = runtime
         self.id = uuid.uuid4().hex[:12]
         self.last_report: dict[str, Any] = {}
+        self._telemetry_ok = True
 
     # -- one tick ------------------------------------------------------------------------------
 
@@ -92,7 +93,12 @@ class GuardrailMonitor:
                 report["telemetry"] = "unavailable"
                 report["error"] = str(exc)
                 log.error("guardrails: telemetry unavailable, rollouts freeze, no trip: %s", exc)
-        self.rt.metrics.guard_telemetry_up.set(1 if report["telemetry"] == "ok" else 0)
+        telemetry_ok = report["telemetry"] == "ok"
+        self.rt.metrics.guard_telemetry_up.set(1 if telemetry_ok else 0)
+        if not telemetry_ok and self._telemetry_ok:
+            self._notify_webhook({"event": "guardrail.telemetry_unavailable", "at": now,
+                                  "error": report.get("error")})
+        self._telemetry_ok = telemetry_ok
         try:
             report["rollouts"] = self._rollouts(report, now)
         except StoreUnavailable as exc:

@@ -172,3 +172,38 @@ def test_a_staged_rollout_advances_on_passing_guardrails_and_stops_on_a_trip(mak
     final = wait_for(stopped, within=20)
     assert final.state is rollout.State.STOPPED and final.step_index == 1
     assert "warranties" in stack.store.kill_switches()
+
+
+@pytest.mark.redis
+def test_replicas_pool_telemetry_in_redis_and_one_monitor_trips(redis_clean_url, tmp_path):
+    from contextlib import ExitStack
+
+    from proxy import control
+    from proxy.config import ProxySettings
+    from proxy.main import UVICORN_OPTIONS, create_app
+    from proxy.store.redis_store import RedisControlStore
+    from tests.support.backends import EchoBackend
+    from tests.support.servers import serve
+
+    store = RedisControlStore(redis_clean_url)
+    control.apply_rules_text(store, PAYMENT_ONLY, source="t", actor="t", reason="seed")
+    with ExitStack() as stack:
+        core = EchoBackend("core", force_status=500)
+        core_url = stack.enter_context(serve(core)).url
+        legacy_url = stack.enter_context(serve(EchoBackend("legacy"))).url
+        apps, urls = [], []
+        for i in range(2):
+            app = create_app(ProxySettings(
+                core_url=core_url, legacy_url=legacy_url, redis_url=redis_clean_url,
+                db_path=str(tmp_path / f"{i}.sqlite3"), **FAST))
+            apps.append(app)
+            urls.append(stack.enter_context(serve(app, **UVICORN_OPTIONS)).url)
+        # each replica alone sees too little to judge (min_samples 30 per arm)
+        for url in urls:
+            drive(url, 40)
+        switch = wait_for(lambda: store.kill_switches().get("warranties"), within=5)
+        payment = next(g for g in switch.evidence["guardrails"] if g["name"] == "payment_success")
+        assert payment["n_core"] + payment["n_legacy"] == 80  # both replicas' traffic
+        holders = [a.rt.lease.hold() for a in apps]
+        assert sorted(holders) == [False, True]  # exactly one monitor
+    store.close()
