@@ -8,11 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-# Upper bounds (ms) of the latency histogram buckets; a last, implicit bucket is +inf.
-LATENCY_BOUNDS_MS: tuple[float, ...] = (
-    1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750,
-    1000, 1500, 2000, 3000, 5000, 7500, 10000, 15000, 30000,
-)
+# Upper bounds (ms) of the latency histogram buckets, each 1.2x the previous one from 1 ms to
+# past 30 s, so a quantile is pinned within 20% (a coarser 1-2-3-5-7 ladder could hide a 1.5x
+# slowdown of p95 between two edges). A last, implicit bucket is +inf.
+LATENCY_BOUNDS_MS: tuple[float, ...] = tuple(round(1.2**i, 3) for i in range(58))
 N_LATENCY_BUCKETS = len(LATENCY_BOUNDS_MS) + 1
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, replace
 from itertools import pairwise
@@ -14,7 +15,13 @@ from proxy.guardrails.judge import (
     comparison_alpha,
     judge_funnel,
 )
-from proxy.guardrails.model import N_LATENCY_BUCKETS, ArmStats, FunnelWindow, Verdict
+from proxy.guardrails.model import (
+    LATENCY_BOUNDS_MS,
+    N_LATENCY_BUCKETS,
+    ArmStats,
+    FunnelWindow,
+    Verdict,
+)
 from proxy.guardrails.simulate import ArmModel
 from proxy.guardrails.spec import GuardrailsSpec
 
@@ -122,6 +129,27 @@ def test_latency_fail_evidence_shows_the_exceedance_bound() -> None:
     assert check["p_exceed_lower"] > 0.05
     assert check["edge_ms"] >= check["limit_ms"] == 1.5 * result.evidence["legacy"]["upper_edge_ms"]
     assert result.bound is not None and result.bound >= result.threshold == 1.5
+
+
+# Legacy p95s at every position in a bucket: just above an edge (the worst case), inside
+# it, just under the next edge; 273 ms is the simulation's, 505 ms was the worst case of the
+# old 1-2-3-5-7 ladder (a 2.2x regression of it was never caught).
+EDGE = LATENCY_BOUNDS_MS[30]
+LEGACY_P95S = [EDGE * 1.01, EDGE * 1.1, EDGE * 1.19, 20.0, 273.0, 505.0, 2000.0]
+
+
+@pytest.mark.parametrize("legacy_p95", LEGACY_P95S, ids=lambda ms: f"{ms:.1f}ms")
+def test_latency_resolution_catches_any_p95_ratio_above_the_edge_spacing(
+    legacy_p95: float,
+) -> None:
+    """With edges 1.2x apart, the ratio the failing side can miss is at most 1.2**4 (2.07x):
+    legacy's bound is at most 1.2x its p95, and 1.5x that rounds up to at most 1.2**3 more.
+    A 2.2x regression fails wherever legacy's p95 falls; a 1.5x one, at the limit, never."""
+    median = legacy_p95 / math.exp(1.6448536269514722 * 0.5)
+    slow = judge(arm(20_000, median_ms=2.2 * median), arm(20_000, median_ms=median))
+    assert verdicts(slow)["latency_p95"] is F
+    at_limit = judge(arm(50_000, median_ms=1.5 * median), arm(50_000, median_ms=median))
+    assert verdicts(at_limit)["latency_p95"] is not F
 
 
 @pytest.mark.parametrize("n", [0, 1, 50, 99])

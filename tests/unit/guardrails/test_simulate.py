@@ -53,7 +53,7 @@ def test_every_comparison_at_its_limit_does_not_trip() -> None:
 DETECTION_WITHIN = {
     "payment_success": 1500,
     "error_budget": 200,
-    "latency_p95": 3500,
+    "latency_p95": 1000,
     "conversion": 5000,
 }
 

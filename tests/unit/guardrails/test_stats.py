@@ -23,13 +23,29 @@ from proxy.guardrails.stats import (
 )
 
 
-def hist(**counts: int) -> tuple[int, ...]:
-    """A histogram from {"b<edge ms>": count}; "inf" is the open last bucket."""
+def hist(counts: dict[float, int]) -> tuple[int, ...]:
+    """A histogram from {latency ms: count}, each latency in the bucket that holds it
+    (math.inf: the open last bucket)."""
     buckets = [0] * N_LATENCY_BUCKETS
-    for key, count in counts.items():
-        edge = key.removeprefix("b")
-        buckets[-1 if edge == "inf" else LATENCY_BOUNDS_MS.index(float(edge))] += count
+    for ms, count in counts.items():
+        buckets[latency_bucket(ms)] += count
     return tuple(buckets)
+
+
+def upper_edge(ms: float) -> float:
+    """The upper edge of the bucket holding a latency of `ms`."""
+    return LATENCY_BOUNDS_MS[latency_bucket(ms)]
+
+
+def lower_edge(ms: float) -> float:
+    """The lower edge of the bucket holding a latency of `ms` (0 for the first bucket)."""
+    i = latency_bucket(ms)
+    return LATENCY_BOUNDS_MS[i - 1] if i else 0.0
+
+
+def inside(ms: float, fraction: float) -> float:
+    """The latency `fraction` of the way through the bucket holding `ms`."""
+    return lower_edge(ms) + fraction * (upper_edge(ms) - lower_edge(ms))
 
 
 # -- Bernoulli confidence sequences ---------------------------------------------------------
@@ -101,21 +117,46 @@ def test_two_arm_bounds_combine_each_arms_bounds(
 # -- latency histograms -------------------------------------------------------------------
 
 
+def test_histogram_edges_are_a_constant_ratio_apart() -> None:
+    """1 ms to past 30 s, each edge 1.2x the previous one (to the rounding of the edges), so
+    an edge bound on a quantile is within 20% of it, wherever it falls."""
+    assert LATENCY_BOUNDS_MS[0] == 1.0
+    assert LATENCY_BOUNDS_MS[-1] >= 30_000
+    assert N_LATENCY_BUCKETS == len(LATENCY_BOUNDS_MS) + 1
+    assert all(b / a == pytest.approx(1.2, abs=1e-3) for a, b in pairwise(LATENCY_BOUNDS_MS))
+
+
+@pytest.mark.parametrize("ms", [0.0, 0.5, 1.0, 1.1, 100.0, *LATENCY_BOUNDS_MS[10:13], 30_000.0])
+def test_latency_bucket_is_the_first_edge_at_or_above(ms: float) -> None:
+    i = latency_bucket(ms)
+    assert ms <= LATENCY_BOUNDS_MS[i]
+    assert i == 0 or LATENCY_BOUNDS_MS[i - 1] < ms
+
+
+def test_latencies_past_the_last_edge_go_to_the_open_bucket() -> None:
+    last = N_LATENCY_BUCKETS - 1
+    assert latency_bucket(LATENCY_BOUNDS_MS[-1] + 0.001) == latency_bucket(math.inf) == last
+
+
 def test_survival_counts_count_observations_above_each_edge() -> None:
-    above = survival_counts(hist(b1=1, b2=2, b7=5, b30000=3, binf=1))
+    latencies = {1.0: 1, 1.1: 2, 5.0: 5, 30_000.0: 3, math.inf: 1}  # 1.1 ms: second bucket
+    above = survival_counts(hist(latencies))
     assert len(above) == len(LATENCY_BOUNDS_MS)
-    assert above[:5] == (11, 9, 9, 9, 4)
+    assert above == tuple(sum(c for ms, c in latencies.items() if ms > edge)
+                          for edge in LATENCY_BOUNDS_MS)
+    five = latency_bucket(5.0)
+    assert (above[0], above[1], above[five - 1], above[five]) == (11, 9, 9, 4)
     assert above[-1] == 1
 
 
 @pytest.mark.parametrize(("buckets", "count", "ms"), [
-    (hist(b100=10), 10, 0.0),  # everything above: below every observation
-    (hist(b100=10), 5, 87.5),  # halfway through the (75, 100] bucket
-    (hist(b100=10), 0, 100.0),
-    (hist(b10=5, b100=5), 5, 10.0),
-    (hist(b10=5, b100=5), 2.5, 87.5),
-    (hist(b100=9, binf=1), 0.5, math.inf),  # inside the open last bucket
-    (hist(b100=9, binf=1), 1, 100.0),  # the lowest latency with one observation above
+    (hist({100: 10}), 10, 0.0),  # everything above: below every observation
+    (hist({100: 10}), 5, inside(100, 0.5)),  # halfway through the bucket holding 100 ms
+    (hist({100: 10}), 0, upper_edge(100)),
+    (hist({10: 5, 100: 5}), 5, upper_edge(10)),
+    (hist({10: 5, 100: 5}), 2.5, inside(100, 0.5)),
+    (hist({100: 9, math.inf: 1}), 0.5, math.inf),  # inside the open last bucket
+    (hist({100: 9, math.inf: 1}), 1, upper_edge(100)),  # the lowest latency with 1 above
 ])
 def test_value_at_survival_interpolates_inside_a_bucket(
     buckets: tuple[int, ...], count: float, ms: float
@@ -124,19 +165,24 @@ def test_value_at_survival_interpolates_inside_a_bucket(
 
 
 @pytest.mark.parametrize(("buckets", "q", "ms"), [
-    (hist(b100=100), 0.5, 87.5),
-    (hist(b10=95, b1000=5), 0.95, 10.0),
-    (hist(b10=90, b1000=10), 0.95, 875.0),
+    (hist({100: 100}), 0.5, inside(100, 0.5)),
+    (hist({10: 95, 1000: 5}), 0.95, upper_edge(10)),
+    (hist({10: 90, 1000: 10}), 0.95, inside(1000, 0.5)),
     (tuple([0] * N_LATENCY_BUCKETS), 0.95, None),
 ])
 def test_histogram_quantile(buckets: tuple[int, ...], q: float, ms: float | None) -> None:
     assert histogram_quantile(buckets, q) == (ms if ms is None else pytest.approx(ms))
 
 
-@pytest.mark.parametrize(("ms", "index"), [(0.5, 0), (1, 0), (1.1, 1), (450, 15), (30000, 25),
-                                           (30001, None)])
-def test_first_edge_at_or_above(ms: float, index: int | None) -> None:
-    assert first_edge_at_or_above(ms) == index
+@pytest.mark.parametrize("ms", [0.5, 1, 1.1, LATENCY_BOUNDS_MS[1], 450, LATENCY_BOUNDS_MS[-1],
+                                LATENCY_BOUNDS_MS[-1] + 0.001, 1e9])
+def test_first_edge_at_or_above(ms: float) -> None:
+    expected = next((i for i, edge in enumerate(LATENCY_BOUNDS_MS) if edge >= ms), None)
+    assert first_edge_at_or_above(ms) == expected
+    if ms == LATENCY_BOUNDS_MS[-1]:
+        assert expected == len(LATENCY_BOUNDS_MS) - 1  # an edge is its own first edge
+    if ms > LATENCY_BOUNDS_MS[-1]:
+        assert expected is None
 
 
 def lognormal_hist(rng: random.Random, n: int, median: float, sigma: float) -> list[int]:
