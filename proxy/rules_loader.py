@@ -8,6 +8,7 @@ RulesError with every problem found.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,10 +42,18 @@ class RulesError(ValueError):
         super().__init__("\n".join(str(i) for i in issues))
 
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+MAX_NODES = 100_000  # a rules file has a few thousand; aliases must not multiply them
+
+
 def format_loc(loc: Loc) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        name = part if _PLAIN_KEY.match(part) else repr(part)  # '' and '[' stay visible
+        out += f".{name}" if out else name
     return out
 
 
@@ -55,9 +64,16 @@ class _LineMap:
         self.source = source
         self.lines: dict[Loc, int] = {}
         self.issues: list[RuleIssue] = []
+        self.nodes = 0
         self._scalars = yaml.constructor.SafeConstructor()
 
     def build(self, node: yaml.Node, loc: Loc = ()) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise RulesError([RuleIssue(
+                self.source, node.start_mark.line + 1, format_loc(loc),
+                f"more than {MAX_NODES} values (aliases expanding without bound?)",
+            )])
         self.lines.setdefault(loc, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, loc)
@@ -68,6 +84,13 @@ class _LineMap:
     def _mapping(self, node: yaml.MappingNode, loc: Loc) -> dict[Any, Any]:
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                self._issue(key_node, loc, "merge keys (<<) are not supported: repeat the keys "
+                            "or use an alias for the whole value")
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                self._issue(key_node, loc, "keys must be plain scalars")
+                continue
             key = self._scalars.construct_object(key_node, deep=True)
             if not isinstance(key, str | int | float | bool) or key is None:
                 self._issue(key_node, loc, "keys must be plain scalars")
@@ -98,6 +121,8 @@ def _parse(text: str, source: str) -> tuple[Any, _LineMap]:
     lines = _LineMap(source)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise RulesError([RuleIssue(source, None, "", "invalid YAML: nested too deeply")]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -105,7 +130,16 @@ def _parse(text: str, source: str) -> tuple[Any, _LineMap]:
         raise RulesError([RuleIssue(source, line, "", f"invalid YAML: {problem}")]) from exc
     if node is None:
         raise RulesError([RuleIssue(source, 1, "", "the file is empty")])
-    data = lines.build(node)
+    try:
+        data = lines.build(node)
+    except yaml.YAMLError as exc:  # an unknown or unsafe tag, say
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RulesError([RuleIssue(source, line, "", f"invalid YAML: {problem}")]) from None
+    except RecursionError:
+        raise RulesError([RuleIssue(source, None, "",
+                                    "invalid YAML: nested too deeply (or a recursive alias)")]) from None
     if lines.issues:
         raise RulesError(lines.issues)
     if not isinstance(data, dict):
@@ -115,7 +149,7 @@ def _parse(text: str, source: str) -> tuple[Any, _LineMap]:
 
 def _pydantic_issues(exc: ValidationError, lines: _LineMap) -> list[RuleIssue]:
     errors = exc.errors()
-    locs = [tuple(p for p in e["loc"] if not (isinstance(p, str) and "[" in p)) for e in errors]
+    locs = [_user_loc(e["loc"]) for e in errors]
 
     def shadowed(i: int) -> bool:
         # A union such as `list[...] | '*'` reports one error per member: keep the deeper one.
@@ -128,14 +162,20 @@ def _pydantic_issues(exc: ValidationError, lines: _LineMap) -> list[RuleIssue]:
     for i, err in enumerate(errors):
         if shadowed(i):
             continue
-        loc: Loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
-        # Union members add their type name to loc ('list[...]', 'literal[...]'): drop them.
-        loc = tuple(p for p in loc if not (isinstance(p, str) and "[" in p))
+        loc = locs[i]
         message = err["msg"]
         if err["type"] == "extra_forbidden":
             message = "unknown key"
         issues.append(RuleIssue(lines.source, lines.line_of(loc), format_loc(loc), message))
     return issues
+
+
+def _user_loc(raw: tuple[Any, ...]) -> Loc:
+    """The loc of the user's data: pydantic inserts union members' type names ('list[...]',
+    "literal['*']") between parts; a user's own key can only be the last part."""
+    parts = [p for p in raw if isinstance(p, str | int)]
+    return tuple(p for i, p in enumerate(parts)
+                 if not (isinstance(p, str) and "[" in p and i < len(parts) - 1))
 
 
 def _semantic_issues(spec: RulesFile, lines: _LineMap) -> list[RuleIssue]:

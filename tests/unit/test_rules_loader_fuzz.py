@@ -4,9 +4,8 @@ with a line number whenever the YAML parsed. Never any other exception.
 
 Examples are derandomized, so every run (and a reviewer's rerun) tries the same inputs.
 
-The loader has known bugs today (see the xfail tests at the end, and docs/reliability.md);
-until they are fixed the properties set aside the inputs that hit them (`KNOWN_BUGS`), and
-the strict xfail tests fail the day the loader is fixed, as a reminder to drop the filter.
+Inputs that once crashed the loader (tags, merge keys, recursive aliases, deep nesting,
+alias bombs, odd keys) are pinned by explicit tests at the end.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.rules import RuleSet
@@ -29,29 +28,6 @@ FILE_LEVEL = ("the file is empty", "the top level must be a mapping",
               "keys must be plain scalars")
 FUZZ = settings(max_examples=150, derandomize=True, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-KNOWN_BUGS = True  # set to False once the xfail tests below pass
-
-
-def _known_bug(text: str, exc: BaseException | None) -> bool:
-    """Inputs that hit a loader bug already pinned by an xfail test below."""
-    if not KNOWN_BUGS:
-        return False
-    if isinstance(exc, RecursionError | yaml.YAMLError):
-        return True  # tags, merge keys, recursive aliases, deep nesting
-    try:
-        data = yaml.safe_load(text)
-    except (yaml.YAMLError, RecursionError):
-        return False
-    return isinstance(data, dict) and "" in data or _has_bracket_key(data)
-
-
-def _has_bracket_key(data: object) -> bool:
-    """A key with '[' is dropped from the field path (taken for a union member's name)."""
-    if isinstance(data, dict):
-        return any("[" in str(k) or _has_bracket_key(v) for k, v in data.items())
-    if isinstance(data, list):
-        return any(_has_bracket_key(v) for v in data)
-    return False
 
 
 def check(text: str) -> None:
@@ -62,15 +38,10 @@ def check(text: str) -> None:
         for issue in exc.issues:
             assert issue.source == "fuzz.yaml"
             invalid_yaml = issue.message.startswith("invalid YAML")
-            if not (issue.field or invalid_yaml or issue.message in FILE_LEVEL):
-                assume(not _known_bug(text, None))
             assert issue.field or invalid_yaml or issue.message in FILE_LEVEL, issue
             if not invalid_yaml:
                 assert issue.line is not None and issue.line >= 1, issue
             assert str(issue).startswith("fuzz.yaml")
-    except Exception as exc:
-        assume(not _known_bug(text, exc))
-        raise
     else:
         assert isinstance(rules, RuleSet)
 
@@ -169,20 +140,12 @@ CRASHERS = {
 }
 
 
-@pytest.mark.xfail(strict=True, raises=(RecursionError, yaml.YAMLError), reason=(
-    "proxy/rules_loader.py: _parse catches yaml.YAMLError only around yaml.compose, but "
-    "_LineMap.build constructs scalars outside it (ConstructorError for tags and merge "
-    "keys) and recurses over nodes without a depth limit or alias check (RecursionError)"))
 @pytest.mark.parametrize("text", list(CRASHERS.values()), ids=list(CRASHERS))
 def test_known_crashers_raise_rules_error(text: str) -> None:
     with pytest.raises(RulesError):
         load_rules_text(text, "1")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "proxy/rules_loader.py: format_loc renders a top-level empty-string key as '', and "
-    "_pydantic_issues drops every loc part containing '[' (meant for union member names such "
-    "as 'list[...]', but user keys like '[' go too), so the issue names no field"))
 @pytest.mark.parametrize("text", ['"": 1\nschema: 1\nfunnels: []\n',
                                   "'[': 1\nschema: 1\nfunnels: []\n"], ids=["empty", "bracket"])
 def test_an_unknown_top_level_key_is_named(text: str) -> None:
@@ -197,10 +160,6 @@ LAUGHS = "\n".join(
 )
 
 
-@pytest.mark.xfail(strict=True, raises=subprocess.TimeoutExpired, reason=(
-    "proxy/rules_loader.py: _LineMap.build expands YAML aliases (10^9 nodes here), so a "
-    "'billion laughs' file keeps the loader busy for hours; it should refuse aliases or "
-    "count nodes"))
 def test_alias_expansion_is_bounded() -> None:
     code = ("import sys; from proxy.rules_loader import load_rules_text, RulesError\n"
             "try: load_rules_text(sys.stdin.read(), '1')\nexcept RulesError: pass\n")
