@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import time
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -16,9 +15,8 @@ from cli.common import (
 from proxy import control
 from proxy.blast_radius import blast_radius
 from proxy.decision import GLOBAL_SCOPE
-from proxy.guardrails.monitor import REPORT_KEY
 from proxy.rules_loader import load_rules_text
-from proxy.store import ControlStore
+from proxy.status import status_data
 
 Funnel = Annotated[str | None, typer.Option("--funnel", help="One funnel (default: all).")]
 DEFAULT_DB = "var/strangler.sqlite3"
@@ -105,44 +103,6 @@ def ramp(
             reason=f"{reason} ({sentence})", expected_version=active.version,
         )
     console.print(f"applied as rules version {record.version}")
-
-
-def status_data(store: ControlStore) -> dict[str, Any]:
-    active = store.active_rules()
-    kills = store.kill_switches()
-    raw_report = store.get_meta(REPORT_KEY)
-    report = json.loads(raw_report) if raw_report else {}
-    traffic = report.get("traffic", {})
-    verdicts = report.get("funnels", {})
-    funnels: list[dict[str, Any]] = []
-    if active is not None:
-        rules = load_rules_text(active.text, str(active.version))
-        for f in rules.funnels:
-            judged = verdicts.get(f.name)
-            funnels.append({
-                "name": f.name,
-                "killed": f.name in kills or GLOBAL_SCOPE in kills,
-                "rules": [{
-                    "id": r.id,
-                    "countries": sorted(r.countries) if r.countries is not None else "*",
-                    "percent": r.basis_points / 100,
-                } for r in f.rules],
-                "live": traffic.get(f.name, {}),
-                "guardrails": None if judged is None else {
-                    "verdict": judged["verdict"],
-                    "checks": {g["name"]: g["verdict"] for g in judged["guardrails"]},
-                },
-            })
-    return {
-        "rules_version": active.version if active else None,
-        "rules_applied_at": active.applied_at if active else None,
-        "rules_applied_by": active.actor if active else None,
-        "funnels": funnels,
-        "kill_switches": {s: {"reason": k.reason, "actor": k.actor, "at": k.at}
-                          for s, k in kills.items()},
-        "monitor": {"at": report.get("at"), "telemetry": report.get("telemetry")},
-        "rollouts": report.get("rollouts", []),
-    }
 
 
 def _live(live: dict[str, dict[str, float]], countries: list[str] | str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -116,6 +117,10 @@ def _admin(host: str, port: int | None) -> tuple[str, int] | None:
     return (host, port) if port is not None else None
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 @contextlib.contextmanager
 def _backend(module: str, port: int, env: dict[str, str], name: str) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
@@ -160,6 +165,9 @@ def up(
 
     Example: strangler up --port 8080
     """
+    # uvicorn drains, then re-raises the SIGTERM it caught: as SystemExit it unwinds through
+    # _backend, which stops the core and the legacy stub instead of leaving them orphaned.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     rules_path = rules or default_rules()
     data_dir.mkdir(parents=True, exist_ok=True)
     core_env = {"CHECKOUT_CORE_DB_PATH": str(data_dir / "checkout_core.sqlite3")}
@@ -174,7 +182,8 @@ def up(
         console.print(
             f"checkout strangler\n  proxy        {proxy_url}\n  checkout core {core_url}\n"
             f"  legacy stub  {legacy_url}\n  rules        {rules_path} (watched)\n"
-            f"  metrics      {admin_url}/metrics\n\ntry:\n"
+            f"  metrics      {admin_url}/metrics\n"
+            f"  dashboard    {admin_url}/dashboard\n\ntry:\n"
             f"  curl -si -X POST {proxy_url}/carts -H 'Content-Type: application/json' "
             f"-H 'X-Checkout-Funnel: warranties' -H 'X-Country: IE' "
             f"-d '{{\"country\": \"IE\", \"currency\": \"EUR\"}}'\n"

@@ -16,6 +16,7 @@ from aiohttp import ClientResponse
 from proxy.admin_access import bearer_ok, is_admin_path, on_port
 from proxy.config import ProxySettings
 from proxy.context import extract_context, normalize_path, quote_path
+from proxy.dashboard.handler import Dashboard
 from proxy.decision import Backend, Decision, Reason, RequestContext, decide, is_killed
 from proxy.forward import (
     BodyTooLarge,
@@ -62,12 +63,15 @@ class ProxyApp:
             settings.qa_override_secret.encode() if settings.qa_override_secret else None)
         self.max_state_age = settings.max_state_age
         self._stale = False
+        self.dashboard = Dashboard(runtime)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
         if kind == "http":
             path = scope["path"]
-            if self.admin_port is not None and on_port(scope, self.admin_port):
+            if self.dashboard.owns(scope):  # /dashboard, /_strangler/api/ (admin surface)
+                await self.dashboard(scope, receive, send)
+            elif self.admin_port is not None and on_port(scope, self.admin_port):
                 await self.admin(scope, send)
             elif is_admin_path(path):
                 if self.admin_port is None:
@@ -138,6 +142,12 @@ class ProxyApp:
             sticky = await self.rt.sticky.get(f"{ctx.funnel.name}:{ctx.unit}")
         return ctx, apply_override(decide(ctx, rules, snapshot.kills, sticky), forced)
 
+    def _forwardable(self, path: str) -> bool:
+        """Only the checkout routes reach the backends (not their ops endpoints such as the
+        legacy stub's /_faults); an empty `forward_path_prefixes` forwards everything."""
+        prefixes = self.rt.settings.forward_path_prefixes
+        return not prefixes or any(path == p or path.startswith(p + "/") for p in prefixes)
+
     def state_is_stale(self) -> bool:
         """Whether the last successful read of the control state is older than
         `max_state_age`; logs each change."""
@@ -169,6 +179,10 @@ class ProxyApp:
             log.exception("routing failed, sending to legacy")
             ctx = extract_context(None, scope["path"], headers)
             decision = Decision(Backend.LEGACY, Reason.ERROR, "none")
+        if not self._forwardable(ctx.path):
+            await self._reply_problem(send, ctx, decision, 404, "not-found",
+                                      "no checkout route here", started, scope)
+            return
         limit = self.rt.settings.max_body_bytes
         length = _content_length(headers)
         if length is not None and length > limit:
@@ -233,8 +247,7 @@ class ProxyApp:
             ):
                 raise ForwardFailed(exc, decision) from exc
             log.warning("core unreachable (%s): failing over to legacy", exc)
-            funnel = ctx.funnel.name if ctx.funnel is not None else "-"
-            self.rt.metrics.errors.labels(Backend.CORE.value, funnel, exc.kind).inc()
+            self._count_core_failure(ctx, method, exc)
         except UpstreamError as exc:
             raise ForwardFailed(exc, decision) from exc
         decision = decision.failed_over()
@@ -243,6 +256,16 @@ class ProxyApp:
                 method, path_qs, headers, body), decision
         except UpstreamError as exc:
             raise ForwardFailed(exc, decision) from exc
+
+    def _count_core_failure(self, ctx: RequestContext, method: str, exc: UpstreamError) -> None:
+        """The core failed a request that legacy then served: the failure is the core's,
+        in the metrics and in the guardrails' error budget (as a FAILOVER, not a rule unit)."""
+        self.rt.observe(RequestOutcome(
+            funnel=ctx.funnel.name if ctx.funnel is not None else "-",
+            country=ctx.country or "-", unit=ctx.unit, backend=Backend.CORE,
+            reason=Reason.FAILOVER, method=method, path=ctx.path, status=503, duration=0.0,
+            upstream_error=exc.kind, signals=(),
+        ))
 
     async def _stream_response(
         self, scope: dict[str, Any], send: Any, ctx: RequestContext, decision: Decision,

@@ -26,6 +26,11 @@ class ProxySettings(BaseSettings):
     sticky_max_units: int = Field(200_000, ge=1000)
     trusted_proxies: list[str] = Field(default_factory=list, description="CIDRs or IPs")
     via_name: str = "strangler"
+    forward_path_prefixes: list[str] = Field(
+        default_factory=lambda: ["/carts", "/checkouts", "/orders", "/healthz", "/openapi.yaml"],
+        description="paths forwarded to the backends (after a funnel prefix is stripped); "
+        "others get 404, so backend ops endpoints stay private; [] forwards everything",
+    )
 
     telemetry_bucket_seconds: int = Field(10, ge=1, le=300)
     guard_interval: float = Field(5.0, gt=0, description="seconds between guardrail checks")

@@ -25,6 +25,8 @@ def normalize_path(path: str) -> str:
 
     `path` is the ASGI (percent-decoded) path, so `%2F` has already become `/`.
     """
+    if path.startswith("/") and "//" not in path and "/." not in path:
+        return path  # already canonical: the common case, no work
     if not path.startswith("/"):
         path = "/" + path
     trailing = path.endswith("/") and len(path) > 1
@@ -44,32 +46,33 @@ def mint_unit() -> str:
     return "u_" + secrets.token_hex(12)
 
 
-def header_value(headers: Headers, name: bytes) -> bytes | None:
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
-
-
 def _cookie(headers: Headers, name: str) -> str | None:
-    prefix = name + "="
+    """The value of cookie `name`, found with byte searches (no split of the whole header)."""
+    prefix = name.encode() + b"="
     for key, value in headers:
         if key != b"cookie":
             continue
-        for part in value.decode("latin-1").split(";"):
-            part = part.strip()
-            if part.startswith(prefix):
-                return part[len(prefix):].strip('"')
+        at = value.find(prefix)
+        while at != -1:
+            if at == 0 or value[at - 1] in b"; ":  # a whole cookie name, not a suffix
+                start = at + len(prefix)
+                end = value.find(b";", start)
+                raw = value[start:] if end == -1 else value[start:end]
+                return raw.strip().strip(b'"').decode("latin-1")
+            at = value.find(prefix, at + 1)
     return None
 
 
-def _funnel(rules: RuleSet, headers: Headers, path: str) -> tuple[Funnel | None, str]:
-    raw = header_value(headers, rules.funnel_header.encode())
+def _funnel(
+    rules: RuleSet, fields: dict[bytes, bytes], path: str,
+) -> tuple[Funnel | None, str]:
+    raw = fields.get(rules.funnel_header_b)
     if raw is not None:
         funnel = rules.by_header.get(raw.decode("latin-1").strip().lower())
         if funnel is not None:
             return funnel, _strip(funnel, path)
-    for prefix, funnel in rules.by_prefix:
+    candidates = rules.prefix_index.get(path.split("/", 2)[1]) if rules.prefix_index else None
+    for prefix, funnel in candidates or ():
         if path == prefix or path.startswith(prefix + "/"):
             return funnel, _strip(funnel, path)
     return None, path
@@ -84,12 +87,24 @@ def _strip(funnel: Funnel, path: str) -> str:
     return path
 
 
-def _country(rules: RuleSet, headers: Headers) -> str | None:
-    for name in rules.country_headers:
-        raw = header_value(headers, name.encode())
+_COUNTRY_CODES: dict[bytes, str | None] = {}  # raw header value -> code; a few hundred at most
+
+
+def _country_code(raw: bytes) -> str | None:
+    code: str | None = raw.decode("latin-1").strip().upper()
+    if not (code and len(code) == 2 and code.isalpha() and code.isascii()):
+        code = None
+    if len(_COUNTRY_CODES) < 4096:
+        _COUNTRY_CODES[raw] = code
+    return code
+
+
+def _country(rules: RuleSet, fields: dict[bytes, bytes]) -> str | None:
+    for name in rules.country_headers_b:
+        raw = fields.get(name)
         if raw:
-            code = raw.decode("latin-1").strip().upper()
-            if len(code) == 2 and code.isalpha() and code.isascii():
+            code = _COUNTRY_CODES[raw] if raw in _COUNTRY_CODES else _country_code(raw)
+            if code is not None:
                 return code
     return None
 
@@ -102,27 +117,35 @@ def entity_id(path: str) -> str | None:
     return None
 
 
-def unit_of(rules: RuleSet | None, headers: Headers) -> str | None:
-    cookie = rules.session_cookie if rules is not None else "checkout_session"
-    header = rules.session_header if rules is not None else "x-checkout-session"
-    raw = header_value(headers, header.encode())
-    value = raw.decode("latin-1").strip() if raw is not None else _cookie(headers, cookie)
+def _unit(rules: RuleSet | None, headers: Headers, fields: dict[bytes, bytes]) -> str | None:
+    header = rules.session_header_b if rules is not None else b"x-checkout-session"
+    raw = fields.get(header)
+    if raw is not None:
+        value: str | None = raw.decode("latin-1").strip()
+    else:
+        value = _cookie(headers, rules.session_cookie if rules is not None else "checkout_session")
     return value if value and _UNIT.match(value) else None
+
+
+def unit_of(rules: RuleSet | None, headers: Headers) -> str | None:
+    """The sticky unit a request names (session header, else cookie), if well-formed."""
+    return _unit(rules, headers, dict(headers))
 
 
 def extract_context(rules: RuleSet | None, path: str, headers: Headers) -> RequestContext:
     """Everything the decision needs to know about one request."""
     path = normalize_path(path)
-    unit = unit_of(rules, headers)
+    fields = dict(headers)  # one pass in C; names are lower-case in ASGI
+    unit = _unit(rules, headers, fields)
     minted = unit is None
     if unit is None:
         unit = mint_unit()
     if rules is None:
         return RequestContext(None, None, unit, minted, entity_id(path), path)
-    funnel, upstream_path = _funnel(rules, headers, path)
+    funnel, upstream_path = _funnel(rules, fields, path)
     return RequestContext(
         funnel=funnel,
-        country=_country(rules, headers),
+        country=_country(rules, fields),
         unit=unit,
         unit_minted=minted,
         entity_id=entity_id(upstream_path),

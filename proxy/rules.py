@@ -44,12 +44,17 @@ class Funnel:
     rules: tuple[Rule, ...]
     signals: tuple[Signal, ...]
     guardrails: GuardrailsSpec | None = None
+    # First-match-wins, precomputed: the first rule naming each country before the first
+    # catch-all, and that catch-all (rules after it can never match).
+    by_country: dict[str, Rule] = field(default_factory=dict)
+    catch_all: Rule | None = None
 
     def rule_for(self, country: str | None) -> Rule | None:
-        for rule in self.rules:
-            if rule.matches(country):
+        if country is not None:
+            rule = self.by_country.get(country)
+            if rule is not None:
                 return rule
-        return None
+        return self.catch_all
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +68,27 @@ class RuleSet:
     sticky_ttl_seconds: int
     by_header: dict[str, Funnel] = field(default_factory=dict)
     by_prefix: tuple[tuple[str, Funnel], ...] = ()  # longest prefix first
+    # first path segment -> the prefixes starting with it, longest first
+    prefix_index: dict[str, tuple[tuple[str, Funnel], ...]] = field(default_factory=dict)
+    funnel_header_b: bytes = b""
+    country_headers_b: tuple[bytes, ...] = ()
+    session_header_b: bytes = b""
 
     def funnel(self, name: str) -> Funnel | None:
         for funnel in self.funnels:
             if funnel.name == name:
                 return funnel
         return None
+
+
+def _first_match_index(rules: tuple[Rule, ...]) -> tuple[dict[str, Rule], Rule | None]:
+    by_country: dict[str, Rule] = {}
+    for rule in rules:
+        if rule.countries is None:
+            return by_country, rule
+        for country in rule.countries:
+            by_country.setdefault(country, rule)
+    return by_country, None
 
 
 def _compile_funnel(spec: FunnelSpec, defaults: GuardrailsSpec | None) -> Funnel:
@@ -80,6 +100,7 @@ def _compile_funnel(spec: FunnelSpec, defaults: GuardrailsSpec | None) -> Funnel
         )
         for r in spec.rules
     )
+    by_country, catch_all = _first_match_index(rules)
     signals = tuple(
         Signal(name, s.method, re.compile(s.path), frozenset(s.status))
         for name in SIGNAL_NAMES
@@ -94,6 +115,8 @@ def _compile_funnel(spec: FunnelSpec, defaults: GuardrailsSpec | None) -> Funnel
         rules=rules,
         signals=signals,
         guardrails=_guardrails(defaults, spec.guardrails),
+        by_country=by_country,
+        catch_all=catch_all,
     )
 
 
@@ -114,6 +137,9 @@ def compile_rules(spec: RulesFile, version: str) -> RuleSet:
         key=lambda pair: len(pair[0]),
         reverse=True,
     )
+    index: dict[str, list[tuple[str, Funnel]]] = {}
+    for prefix, funnel in prefixes:  # already longest first
+        index.setdefault(prefix.split("/", 2)[1], []).append((prefix, funnel))
     ctx = spec.context
     return RuleSet(
         version=version,
@@ -125,4 +151,8 @@ def compile_rules(spec: RulesFile, version: str) -> RuleSet:
         sticky_ttl_seconds=spec.stickiness.idle_ttl_seconds,
         by_header=by_header,
         by_prefix=tuple(prefixes),
+        prefix_index={k: tuple(v) for k, v in index.items()},
+        funnel_header_b=ctx.funnel_header.lower().encode(),
+        country_headers_b=tuple(h.lower().encode() for h in ctx.country_headers),
+        session_header_b=ctx.session_header.lower().encode(),
     )

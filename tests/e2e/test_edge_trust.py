@@ -134,7 +134,7 @@ def test_the_owner_of_a_named_id_beats_the_qa_override(edge: Edge) -> None:
 
 @pytest.mark.parametrize("path", [
     "/metrics", "/_strangler/healthz", "/_strangler/state", "//metrics", "/x/../metrics",
-    "/_strangler/../_strangler/state", "/%2Fmetrics",
+    "/_strangler/../_strangler/state", "/%2Fmetrics", "/_strangler/api/status",
 ])
 def test_the_main_port_serves_no_admin_path(edge: Edge, path: str) -> None:
     before = edge.arrivals()

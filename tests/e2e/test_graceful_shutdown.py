@@ -1,11 +1,12 @@
 """SIGTERM drains `strangler serve`: the request in flight completes, new connections are
-refused at once, and the process exits cleanly."""
+refused at once, and the process exits cleanly; `strangler up` stops its backends too."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -15,8 +16,16 @@ import httpx
 import pytest
 
 from tests.integration.conftest import RULES
-from tests.support.processes import strangler_serve, wait_until
-from tests.support.servers import serve
+from tests.support.processes import (
+    REPO,
+    clean_env,
+    http_ok,
+    stop,
+    strangler_cmd,
+    strangler_serve,
+    wait_until,
+)
+from tests.support.servers import free_port, serve
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +52,7 @@ class SlowBackend:
 def refused(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, TimeoutError):
         return True
     return False
 
@@ -76,3 +85,24 @@ def test_sigterm_lets_the_request_in_flight_finish_and_refuses_new_connections(
         # uvicorn re-raises the signal it captured once the drain is over
         assert proxy.proc.wait(10) in (0, -signal.SIGTERM)
         assert "Traceback" not in proxy.log_text()
+
+
+def test_sigterm_to_strangler_up_stops_the_backends_it_started(tmp_path: Path) -> None:
+    while (port := free_port()) > 65000:  # the proxy, core and legacy take three ports
+        pass
+    log = tmp_path / "up.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [*strangler_cmd(), "up", "--port", str(port), "--data-dir", str(tmp_path),
+             "--legacy-latency-ms", "0"], stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+            env=clean_env())
+    try:
+        wait_until(lambda: proc.poll() is not None or http_ok(
+            f"http://127.0.0.1:{port}/_strangler/healthz"), 30, "strangler up")
+        assert all(not refused(p) for p in (port, port + 1, port + 2))
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+        wait_until(lambda: all(refused(p) for p in (port, port + 1, port + 2)), 5,
+                   "the core and the legacy stub to stop with the proxy")
+    finally:
+        stop(proc)

@@ -61,7 +61,7 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
                 core_url=core_url or (core.url if core else f"http://127.0.0.1:{free_port()}"),
                 legacy_url=legacy.url, rules_file=str(rules_file),
                 db_path=str(tmp_path / "control.sqlite3"), redis_url=redis_url,
-                poll_interval=0.1, **overrides,
+                poll_interval=0.1, **{"forward_path_prefixes": [], **overrides},
             )
             app = create_app(settings)
             proxy = stack.enter_context(serve(app, **UVICORN_OPTIONS))

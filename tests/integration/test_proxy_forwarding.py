@@ -227,3 +227,21 @@ def test_raw_socket_request_gets_a_response_with_decision_headers(make_stack):
     assert head.startswith(b"http/1.1 200")
     assert b"x-checkout-backend: legacy" in head
     assert b"x-forwarded-host" not in head
+
+
+def test_only_checkout_routes_are_forwarded_by_default(make_stack):
+    stack = make_stack(forward_path_prefixes=["/carts", "/checkouts", "/orders", "/healthz"])
+    for path in ("/_faults", "/_downstream/orders", "/carts-admin", "/warranties/_faults"):
+        r = httpx.get(stack.url + path, headers=WARRANTIES_DE)
+        assert r.status_code == 404, path
+        assert r.headers["content-type"] == "application/problem+json"
+    assert stack.legacy_app.requests == [] and stack.core_app.requests == []
+    assert httpx.get(stack.url + "/warranties/carts/lg_1").status_code == 200
+    assert httpx.get(stack.url + "/healthz").status_code == 200
+
+
+def test_the_default_prefixes_cover_the_contract():
+    from proxy.config import ProxySettings
+
+    prefixes = ProxySettings().forward_path_prefixes
+    assert {"/carts", "/checkouts", "/orders", "/healthz"} <= set(prefixes)
