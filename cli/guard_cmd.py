@@ -7,9 +7,8 @@ import time
 from typing import Any
 
 import typer
-from rich.table import Table
 
-from cli.common import AsJson, DbPath, RedisUrl, console, print_json, store_for
+from cli.common import AsJson, DbPath, RedisUrl, console, print_json, print_rows, store_for
 from proxy.guardrails.monitor import REPORT_KEY
 
 EXIT_GUARDRAIL = 3
@@ -64,10 +63,10 @@ def _print(report: dict[str, Any]) -> None:
     for name, funnel in report.get("funnels", {}).items():
         killed = " [bold red](kill switch set)[/]" if funnel.get("killed") else ""
         console.print(f"\n[bold]{name}[/]: {funnel['verdict']}{killed}")
-        table = Table("guardrail", "core", "legacy", "bound", "threshold", "n core",
-                      "n legacy", "verdict")
-        for g in funnel["guardrails"]:
-            table.add_row(g["name"], _fmt(g["core_estimate"]), _fmt(g["legacy_estimate"]),
-                          _fmt(g["bound"]), _fmt(g["threshold"]), _fmt(g["n_core"]),
-                          _fmt(g["n_legacy"]), g["verdict"])
-        console.print(table)
+        print_rows(
+            ("guardrail", "core", "legacy", "bound", "threshold", "n core", "n legacy",
+             "verdict"),
+            [(g["name"], _fmt(g["core_estimate"]), _fmt(g["legacy_estimate"]), _fmt(g["bound"]),
+              _fmt(g["threshold"]), _fmt(g["n_core"]), _fmt(g["n_legacy"]), g["verdict"])
+             for g in funnel["guardrails"]],
+        )

@@ -207,3 +207,31 @@ def test_replicas_pool_telemetry_in_redis_and_one_monitor_trips(redis_clean_url,
         holders = [a.rt.lease.hold() for a in apps]
         assert sorted(holders) == [False, True]  # exactly one monitor
     store.close()
+
+
+def test_a_trip_is_posted_to_the_webhook_with_its_evidence(make_stack):
+    from tests.support.servers import serve
+
+    received: list[dict] = []
+
+    async def webhook(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        received.append(json.loads(body))
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    with serve(webhook) as hook:
+        stack = make_stack(rules=PAYMENT_ONLY, guard_webhook_url=hook.url + "/trips", **FAST)
+        stack.core_app.force_status = 500
+        drive(stack.url, 300)
+        event = wait_for(lambda: received[0] if received else None, within=5)
+    assert event["event"] == "guardrail.tripped" and event["scope"] == "warranties"
+    assert "payment_success" in event["evidence"]["failed"]
+    assert event["evidence"]["rules_version"] == "1"

@@ -419,3 +419,76 @@ def test_audit_lists_who_did_what_and_why(strangler, db):
     assert [(e["actor"], e["action"], e["reason"]) for e in entries] == [
         ("oncall", "kill", "INC-1"), ("rm", "rules.apply", "pilot"),
     ]
+
+
+# --- rollout / guard --------------------------------------------------------------------
+
+
+def test_rollout_start_applies_the_first_step_and_people_control_it(strangler, db):
+    ok(strangler("rules", "apply", str(SAMPLE), "--reason", "pilot", *db))
+    started = ok(strangler("rollout", "start", "warranties", "--country", "DE", "--steps",
+                           "1,5,25", "--hold", "10m", "--reason", "go", *db))
+    assert "at 1%" in started.stdout
+    data = as_json(strangler("status", "--json", *db))
+    warranties = next(f for f in data["funnels"] if f["name"] == "warranties")
+    assert warranties["rules"][0] == {"id": "warranties-de", "countries": ["DE"], "percent": 1.0}
+    [rollout] = as_json(strangler("rollout", "status", "--json", *db))
+    assert (rollout["state"], rollout["percent"], rollout["hold_seconds"]) == ("running", "1", 600)
+    ok(strangler("rollout", "pause", rollout["id"], "--reason", "lunch", *db))
+    assert as_json(strangler("audit", "--json", *db))[0]["action"] == "rollout.pause"
+    # a second rollout of the same funnel is refused while one is active
+    again = strangler("rollout", "start", "warranties", "--reason", "x", *db)
+    assert again.exit_code == 1 and "already in progress" in again.stderr
+
+
+@pytest.mark.parametrize(("args", "code", "words"), [
+    (["nope", "--reason", "x"], 1, "no funnel"),
+    (["warranties", "--steps", "5,1", "--reason", "x"], 2, "increasing"),
+    (["warranties", "--hold", "soon", "--reason", "x"], 2, "duration"),
+])
+def test_rollout_start_refusals(strangler, db, args, code, words):
+    ok(strangler("rules", "apply", str(SAMPLE), "--reason", "pilot", *db))
+    result = strangler("rollout", "start", *args, *db)
+    assert result.exit_code == code
+    assert words in result.stderr
+
+
+def test_rollout_needs_guardrails_on_the_funnel(strangler, db, rules_file):
+    path = rules_file(RULES)
+    ok(strangler("rules", "apply", str(path), "--reason", "no guardrails", *db))
+    result = strangler("rollout", "start", "warranties", "--reason", "x", *db)
+    assert result.exit_code == 1 and "no guardrails" in result.stderr
+
+
+def _store_report(db, report):
+    from proxy.guardrails.monitor import REPORT_KEY
+    from proxy.store.sqlite_store import SqliteControlStore
+
+    store = SqliteControlStore(db[1])
+    store.set_meta(REPORT_KEY, json.dumps(report))
+    store.close()
+
+
+def _guardrail(name, verdict):
+    return {"name": name, "verdict": verdict, "core_estimate": 0.8, "legacy_estimate": 0.95,
+            "bound": 0.12, "threshold": 0.05, "n_core": 400, "n_legacy": 410, "detail": "",
+            "evidence": {}}
+
+
+@pytest.mark.parametrize(("verdict", "code"), [("pass", 0), ("insufficient_data", 0),
+                                               ("fail", 3)])
+def test_guard_status_shows_the_monitor_report_and_exits_3_on_failure(strangler, db, verdict,
+                                                                      code):
+    _store_report(db, {"at": 1.0, "rules_version": "1", "telemetry": "ok", "funnels": {
+        "warranties": {"verdict": verdict, "killed": False,
+                       "guardrails": [_guardrail("payment_success", verdict)]}}})
+    result = strangler("guard", "status", *db)
+    assert result.exit_code == code
+    assert "payment_success" in result.stdout and verdict in result.stdout
+    data = json.loads(strangler("guard", "status", "--json", *db).stdout)
+    assert data["funnels"]["warranties"]["guardrails"][0]["n_core"] == 400
+
+
+def test_guard_status_without_a_report_says_so(strangler, db):
+    result = ok(strangler("guard", "status", *db))
+    assert "no guardrail report yet" in result.stdout
