@@ -14,7 +14,7 @@ import httpx
 from starlette.applications import Starlette
 
 from checkout_core import downstream_fake
-from checkout_core.adapters.fake_gateway import FakeGateway, FakeGatewayConfig
+from checkout_core.adapters.fake_gateway import FakeGateway, FakeGatewayConfig, open_ledger
 from checkout_core.adapters.redis_stream import RedisEventStream
 from checkout_core.adapters.sqlite_db import SqliteDatabase
 from checkout_core.adapters.sqlite_store import SqliteStore
@@ -52,6 +52,7 @@ def open_event_stream(settings: CoreSettings, db: SqliteDatabase | None = None) 
 
 
 def build_gateway(settings: CoreSettings) -> FakeGateway:
+    """The fake gateway, on its own ledger file (`gateway_ledger_path`) unless in memory."""
     config = FakeGatewayConfig(
         latency_seconds=settings.gateway_latency_ms / 1000,
         decline_rate=settings.gateway_decline_rate,
@@ -59,7 +60,9 @@ def build_gateway(settings: CoreSettings) -> FakeGateway:
         unknown_rate=settings.gateway_unknown_rate,
         timeout_seconds=settings.gateway_timeout_ms / 1000,
     )
-    return FakeGateway(config, random.Random(settings.gateway_seed))
+    ledger = open_ledger(settings.gateway_ledger_path, settings.db_busy_timeout_ms,
+                         settings.db_synchronous)
+    return FakeGateway(config, random.Random(settings.gateway_seed), ledger=ledger)
 
 
 def consumer_name(settings: CoreSettings) -> str:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,6 +30,10 @@ class CoreSettings(BaseSettings):
     gateway_timeout_ms: int = Field(200, ge=0)
     """How long a simulated gateway timeout keeps the core waiting."""
     gateway_seed: int | None = None
+    gateway_ledger_path: Path | None = None
+    """The fake gateway's ledger, a SQLite file of its own (the provider's, not the core's).
+    Unset: next to `db_path` (`<stem>.gateway.sqlite3`). None or ":memory:": in this process
+    only, so a restarted core cannot reconcile what it charged before."""
     payment_call_timeout_ms: int = Field(2000, gt=0)
     payment_max_attempts: int = Field(4, ge=1, le=10)
     payment_backoff_base_ms: int = Field(50, ge=0)
@@ -64,3 +68,12 @@ class CoreSettings(BaseSettings):
     """A message pending this long at another consumer is presumed orphaned and claimed."""
     processed_ttl_seconds: int = Field(14 * 24 * 3600, gt=0)
     """How long Redis remembers processed idempotency keys (SQLite keeps them)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ledger_next_to_the_database(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "gateway_ledger_path" not in data:
+            db_path = Path(data.get("db_path") or cls.model_fields["db_path"].default)
+            ledger = db_path.with_name(f"{db_path.stem}.gateway.sqlite3")
+            data = {**data, "gateway_ledger_path": ledger}
+        return data

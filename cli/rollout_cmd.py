@@ -137,7 +137,10 @@ def _command(rollout_id: str, cmd: rollout.Command, reason: str, db_path: str,
 @app.command()
 def pause(rollout_id: RolloutId, reason: Reason, db_path: DbPath = DEFAULT_DB,
           redis_url: RedisUrl = None, actor: Actor = None) -> None:
-    """Hold the rollout at its current step.  Example: strangler rollout pause 1a2b3c4d --reason x"""
+    """Hold the rollout at its current step.
+
+    Example: strangler rollout pause 1a2b3c4d --reason "lunch"
+    """
     _command(rollout_id, rollout.Command.PAUSE, reason, db_path, redis_url, actor)
 
 

@@ -121,9 +121,20 @@ def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 @contextlib.contextmanager
 def _backend(module: str, port: int, env: dict[str, str], name: str) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
+    if not _port_free(port):  # else the health check would pass against a stranger
+        fail(f"port {port} for the {name} is in use: pick another with --port")
     proc = subprocess.Popen(
         [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port)],
         env={**os.environ, **env},

@@ -279,6 +279,9 @@ class ProxyApp:
             await send({"type": "http.response.start", "status": status, "headers": out})
             if scope["method"] == "HEAD" or status in NO_BODY_STATUS:
                 await send({"type": "http.response.body", "body": b""})
+            elif response.content_length is not None and response.content_length <= 65536:
+                # a small body of known length: read it and send it in one message
+                await send({"type": "http.response.body", "body": await response.read()})
             else:
                 async for chunk in response.content.iter_any():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})

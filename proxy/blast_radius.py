@@ -50,7 +50,9 @@ def _bp(funnel: Funnel | None, country: str) -> int:
 
 
 def _countries(*funnels: Funnel | None) -> list[str]:
-    named = {c for f in funnels if f is not None for r in f.rules if r.countries for c in r.countries}
+    named = {
+        c for f in funnels if f is not None for r in f.rules if r.countries for c in r.countries
+    }
     return [*sorted(named), OTHERS]
 
 

@@ -18,6 +18,11 @@ OVERRIDE_HEADERS = frozenset({b"x-checkout-force", b"x-checkout-force-token"})
 FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
 
 
+_REQUEST_DROP = HOP_BY_HOP | DECISION_HEADERS | OVERRIDE_HEADERS | {b"host"}
+_REQUEST_DROP_UNTRUSTED = _REQUEST_DROP | FORWARDED
+_RESPONSE_DROP = HOP_BY_HOP | DECISION_HEADERS
+
+
 def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
     tokens: set[bytes] = set()
     for name, value in headers:
@@ -48,11 +53,11 @@ def upstream_request_headers(
 ) -> list[tuple[str, str]]:
     """Headers for the upstream request: hop-by-hop, Host and decision headers removed,
     X-Forwarded-For/Proto/Host and Via set."""
-    drop = HOP_BY_HOP | connection_tokens(headers) | DECISION_HEADERS | OVERRIDE_HEADERS | {
-        b"host"}
     trust = trusted.trusts(peer)
-    if not trust:
-        drop = drop | FORWARDED
+    drop = _REQUEST_DROP if trust else _REQUEST_DROP_UNTRUSTED
+    tokens = connection_tokens(headers)  # static sets; a union only when Connection names some
+    if tokens:
+        drop = drop | tokens
     out: list[tuple[str, str]] = []
     host = b""
     prior_xff: list[bytes] = []
@@ -93,7 +98,10 @@ def downstream_response_headers(raw: Iterable[tuple[bytes, bytes]], via: bytes) 
     """Response headers for the client: repeated headers (Set-Cookie) kept one by one,
     hop-by-hop and upstream decision headers removed, Via appended."""
     raw = list(raw)
-    drop = HOP_BY_HOP | connection_tokens(raw) | DECISION_HEADERS
+    drop = _RESPONSE_DROP
+    tokens = connection_tokens(raw)
+    if tokens:
+        drop = drop | tokens
     out: Headers = []
     prior_via: list[bytes] = []
     for name, value in raw:

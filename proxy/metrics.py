@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -11,6 +13,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from proxy.decision import Reason
 from proxy.outcome import RequestOutcome
 
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -23,6 +26,7 @@ LATENCY_BUCKETS = (
 class ProxyMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[str, str, Reason, int], tuple[Any, Any]] = {}
         r = self.registry
         self.requests = Counter(
             "strangler_requests_total", "Proxied requests",
@@ -77,9 +81,14 @@ class ProxyMetrics:
 
     def observe(self, o: RequestOutcome) -> None:
         backend = o.backend.value
-        code = f"{o.status // 100}xx"
-        self.requests.labels(backend, o.funnel, o.reason.value, code).inc()
-        self.latency.labels(backend, o.funnel).observe(o.duration)
+        key = (backend, o.funnel, o.reason, o.status // 100)
+        children = self._children.get(key)
+        if children is None:  # labels() costs a lock and a dict build: cache the children
+            children = self._children[key] = (
+                self.requests.labels(backend, o.funnel, o.reason.value, f"{o.status // 100}xx"),
+                self.latency.labels(backend, o.funnel))
+        children[0].inc()
+        children[1].observe(o.duration)
         if o.upstream_error is not None:
             self.errors.labels(backend, o.funnel, o.upstream_error).inc()
         elif o.status >= 500:

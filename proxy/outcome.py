@@ -8,7 +8,7 @@ from typing import Protocol
 from proxy.decision import Backend, Reason
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per request: not frozen, whose __init__ costs 1 us more
 class RequestOutcome:
     funnel: str
     country: str

@@ -138,8 +138,8 @@ def _parse(text: str, source: str) -> tuple[Any, _LineMap]:
         problem = getattr(exc, "problem", None) or str(exc)
         raise RulesError([RuleIssue(source, line, "", f"invalid YAML: {problem}")]) from None
     except RecursionError:
-        raise RulesError([RuleIssue(source, None, "",
-                                    "invalid YAML: nested too deeply (or a recursive alias)")]) from None
+        problem = "invalid YAML: nested too deeply (or a recursive alias)"
+        raise RulesError([RuleIssue(source, None, "", problem)]) from None
     if lines.issues:
         raise RulesError(lines.issues)
     if not isinstance(data, dict):

@@ -70,6 +70,49 @@ def raw_problem(status: int, slug: str, detail: str) -> bytes:
 LINGER_SECONDS = 1.0
 
 
+class CoalescingTransport:
+    """Writes made in one event-loop iteration go out as one send().
+
+    uvicorn writes the status line and headers as soon as the app sends
+    `http.response.start`, then the body: two syscalls (and two loopback packets) for a
+    small response. Buffering until the end of the iteration joins them."""
+
+    __slots__ = ("_buf", "_loop", "_scheduled", "_t")
+
+    def __init__(self, transport: Any, loop: Any) -> None:
+        self._t = transport
+        self._buf: list[bytes] = []
+        self._loop = loop
+        self._scheduled = False
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        self._buf.append(data)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if self._buf:
+            data = b"".join(self._buf) if len(self._buf) > 1 else self._buf[0]
+            self._buf.clear()
+            if not self._t.is_closing():
+                self._t.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._t.close()
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._t.write_eof()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._t, name)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -84,7 +127,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # -- connection ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:

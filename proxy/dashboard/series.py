@@ -2,8 +2,9 @@
 
 Each point is one minute of telemetry (`TelemetryStore.window`) turned into the four rates
 the guardrails judge: conversion (units that placed an order / units that started a
-checkout, at most 1), payment success (orders placed / payment attempts, at most 1), p95 latency (interpolated
-from the latency histogram, ms) and error rate (5xx and upstream failures / requests).
+checkout, at most 1), payment success (orders placed / payment attempts, at most 1),
+p95 latency (interpolated from the latency histogram, ms) and error rate (5xx and upstream
+failures / requests).
 A rate whose denominator is zero is None: no data, not zero.
 
 A minute that ended more than `settle_seconds` ago no longer changes (the proxy flushes its

@@ -129,7 +129,11 @@ class GuardrailMonitor:
         raw = store.get_meta(key)
         epoch = json.loads(raw) if raw else None
         if epoch is None or epoch.get("digest") != digest:
-            epoch = {"digest": digest, "start": now}
+            # The first epoch of a funnel starts when its rules were applied (traffic may
+            # have come before the monitor's first tick); a later change starts one now.
+            active = store.active_rules() if epoch is None else None
+            start = min(active.applied_at, now) if active is not None else now
+            epoch = {"digest": digest, "start": start}
             store.set_meta(key, json.dumps(epoch))
         cleared = [store.get_meta(f"unkilled_at:{s}") for s in (funnel.name, GLOBAL_SCOPE)]
         return max([float(epoch["start"]), *(float(c) for c in cleared if c)])

@@ -3,7 +3,8 @@ reached the downstream order system exactly once.
 
 Stack: `strangler serve` (process) -> the checkout core (process, its relay and order-sync
 consumer inside, SQLite) and the legacy stub; the downstream order system is the core's fake
-(records each idempotency key once, counts deliveries). Customers run whole checkouts
+(records each idempotency key once, counts deliveries); the fake payment gateway keeps its
+ledger in a SQLite file of its own that every life of the core shares, like a provider. Customers run whole checkouts
 through the proxy from several threads and retry what failed, orders with the same
 Idempotency-Key.
 
@@ -14,6 +15,9 @@ The schedule (order shuffled by a seeded RNG; the seed is printed) kills:
 - the core at a random moment (SIGKILL),
 - the proxy (SIGKILL), restarted on the same port.
 Crash points come from tests/support/crashing_core.py (the core has no hook of its own).
+Afterwards the gateway's ledger must hold exactly one authorization per order, and the
+payment charged before the `after_payment` crash must have been found again by its key,
+never authorized a second time.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -174,6 +179,7 @@ class Stack:
     downstream: downstream_fake.DownstreamState
     downstream_url: str
     db: Path
+    gateway_ledger: Path
     report: Path
     exits: list[tuple[str, int | None]] = field(default_factory=list)
 
@@ -181,6 +187,7 @@ class Stack:
     def core(self, **env: str) -> Iterator[Process]:
         with backend_process("tests.support.crashing_core", self.tmp, port=self.core_port,
                              env={**CORE_ENV, "CHECKOUT_CORE_DB_PATH": str(self.db),
+                                  "CHECKOUT_CORE_GATEWAY_LEDGER_PATH": str(self.gateway_ledger),
                                   "CHECKOUT_CORE_DOWNSTREAM_URL": self.downstream_url,
                                   "CHECKOUT_CORE_CRASH_REPORT": str(self.report), **env},
                              ready="/readyz") as process:
@@ -198,9 +205,19 @@ class Stack:
             return []
         return [json.loads(line) for line in self.report.read_text().splitlines()]
 
-    def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10) as conn:
+    def query(self, sql: str, *args: Any, db: Path | None = None) -> list[tuple[Any, ...]]:
+        conn = sqlite3.connect(f"file:{db or self.db}?mode=ro", uri=True, timeout=10)
+        try:
             return conn.execute(sql, args).fetchall()
+        finally:
+            conn.close()
+
+    def charges(self) -> list[tuple[str, str, str, int]]:
+        """The gateway's ledger: (checkout id, payment id, status, replays) per charge."""
+        rows = self.query("SELECT idempotency_key, payment_id, status, replays FROM "
+                          "gateway_charges ORDER BY seq", db=self.gateway_ledger)
+        return [(key.split(":", 1)[0], payment, status, replays)
+                for key, payment, status, replays in rows]
 
 
 def settled(stack: Stack) -> bool:
@@ -228,10 +245,12 @@ def crash_at(point: str) -> Callable[[Stack, random.Random], None]:
                 assert stack.query(
                     "SELECT count(*) FROM outbox WHERE published_at IS NULL AND "
                     "idempotency_key = ?", f"order.placed:{order_id}") == [(1,)]
-            else:  # charged, never committed
+            else:  # charged (in the gateway's ledger), never committed
                 checkout_id = stack.crashes()[-1]["gateway_key"].split(":", 1)[0]
                 assert stack.query("SELECT count(*) FROM orders WHERE checkout_id = ?",
                                    checkout_id) == [(0,)]
+                assert [(c, s) for c, _, s, _ in stack.charges() if c == checkout_id] == [
+                    (checkout_id, "authorized")]
     return event
 
 
@@ -288,7 +307,7 @@ def test_every_order_reaches_the_downstream_exactly_once_through_crashes(
         core_port = free_port()
         stack = Stack(tmp_path, core_port, free_port(), f"http://127.0.0.1:{core_port}",
                       legacy.url, rules, state, downstream.url, tmp_path / "core.sqlite3",
-                      tmp_path / "crashes.jsonl")
+                      tmp_path / "gateway.sqlite3", tmp_path / "crashes.jsonl")
         proxy = es.enter_context(ExitStack())
         served = proxy.enter_context(stack.proxy())
         workers = customers(served.url, ledger, stop, threads=4)
@@ -316,8 +335,10 @@ def test_every_order_reaches_the_downstream_exactly_once_through_crashes(
         finally:
             stop.set()
 
+    charges = stack.charges()
     print(f"plan {plan}, proxy killed after #{proxy_killed_after}, exits {stack.exits}, "
-          f"{len(ledger.placed)} orders acknowledged, {ledger.failovers} failovers")
+          f"{len(ledger.placed)} orders acknowledged, {ledger.failovers} failovers, "
+          f"{len(charges)} charges, {sum(c[3] for c in charges)} replayed authorizations")
     exits = dict(stack.exits)
     assert exits["after_payment"] == 137 and exits["after_commit"] == 137, stack.exits
     # no order placed twice: one per checkout
@@ -341,6 +362,15 @@ def test_every_order_reaches_the_downstream_exactly_once_through_crashes(
     paid_checkout = payment_crash["gateway_key"].split(":", 1)[0]
     assert stack.query("SELECT count(*) FROM orders WHERE checkout_id = ?",
                        paid_checkout) == [(1,)]
+    # no checkout charged twice: one authorization per order, the one the order records,
+    # and none without an order
+    authorized = [(c, payment) for c, payment, status, _ in charges if status == "authorized"]
+    twice = {c: n for c, n in Counter(c for c, _ in authorized).items() if n > 1}
+    assert not twice, twice
+    assert dict(authorized) == dict(stack.query("SELECT checkout_id, payment_id FROM orders"))
+    # the payment made before the crash was found by its key after the restart (the
+    # restarted core reconciled first): never authorized again, not even as a replay
+    assert [r for c, _, _, r in charges if c == paid_checkout] == [0]
     # the consumer killed mid-push: that delivery came again and was recognised
     assert max(r.deliveries for r in received.values()) >= 2
     assert len(orders) >= 20, len(orders)

@@ -171,3 +171,18 @@ def test_serve_fails_over_to_legacy_when_the_core_is_down(strangler_up: Up, tmp_
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_up_refuses_backend_ports_that_are_taken(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        core_port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*strangler_cmd(), "up", "--port", str(core_port - 1), "--data-dir", str(tmp_path)],
+            capture_output=True, text=True, timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"port {core_port} for the checkout core is in use" in result.stderr

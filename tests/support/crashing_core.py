@@ -4,8 +4,8 @@ The core has no fault-injection hook of its own, so this launcher injects one th
 core's own seams (no monkeypatching of its modules):
 
 - `CHECKOUT_CORE_CRASH_AT=after_payment`: the payment gateway port is wrapped; the process
-  dies (`os._exit(137)`) right after the gateway authorized the Nth charge, before the
-  order is committed;
+  dies (`os._exit(137)`) right after the gateway authorized the Nth charge (committed to the
+  gateway's ledger file, which the restarted core shares), before the order is committed;
 - `CHECKOUT_CORE_CRASH_AT=after_commit`: the order observer is wrapped; the process dies
   right after the Nth order, its recorded outcome and its outbox events were committed,
   before the relay could publish them (and before the HTTP response).
@@ -45,10 +45,11 @@ def _die(report: str | None, what: dict[str, Any]) -> None:
 
 
 class CrashAfterPayment(FakeGateway):
-    """The configured fake gateway; dies after the Nth authorized charge."""
+    """The configured fake gateway (on its ledger file); dies after the Nth authorized charge,
+    once the ledger has committed it."""
 
     def __init__(self, inner: FakeGateway, after: int, report: str | None) -> None:
-        super().__init__(inner.config, inner.rng, inner.sleep)
+        super().__init__(inner.config, inner.rng, inner.sleep, inner.ledger)
         self.after = after
         self.report = report
         self.authorized_count = 0
