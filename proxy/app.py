@@ -11,8 +11,6 @@ import logging
 import time
 from typing import Any
 
-from aiohttp import ClientResponse
-
 from proxy.admin_access import bearer_ok, is_admin_path, on_port
 from proxy.config import ProxySettings
 from proxy.context import extract_context, normalize_path, quote_path
@@ -26,6 +24,7 @@ from proxy.forward import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from proxy.h1client import Response
 from proxy.headers import downstream_response_headers, upstream_request_headers
 from proxy.hygiene import BodyTimeout, framing_problem, timed_receive
 from proxy.outcome import RequestOutcome
@@ -234,7 +233,7 @@ class ProxyApp:
     async def _send_with_failover(
         self, decision: Decision, ctx: RequestContext, method: str, path_qs: str,
         headers: list[tuple[str, str]], body: RequestBody | None,
-    ) -> tuple[ClientResponse, Decision]:
+    ) -> tuple[Response, Decision]:
         """Send to the decided backend; when the core cannot be reached and nothing was sent
         yet, send to legacy instead (FAILOVER), unless the request names a core id (OWNER):
         legacy cannot serve it. Raises ForwardFailed with the final decision."""
@@ -269,7 +268,7 @@ class ProxyApp:
 
     async def _stream_response(
         self, scope: dict[str, Any], send: Any, ctx: RequestContext, decision: Decision,
-        response: ClientResponse, started: float,
+        response: Response, started: float,
     ) -> None:
         status: int = response.status
         out = downstream_response_headers(response.raw_headers, self.via)
@@ -283,7 +282,7 @@ class ProxyApp:
                 # a small body of known length: read it and send it in one message
                 await send({"type": "http.response.body", "body": await response.read()})
             else:
-                async for chunk in response.content.iter_any():
+                async for chunk in response.iter_any():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b""})
         except OSError as exc:  # client went away, or the upstream broke mid-body

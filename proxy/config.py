@@ -33,6 +33,9 @@ class ProxySettings(BaseSettings):
     )
 
     telemetry_bucket_seconds: int = Field(10, ge=1, le=300)
+    telemetry_max_units: int = Field(
+        100_000, ge=1000, description="distinct units the embedded telemetry keeps; above "
+        "it, a uniform hash sample of them (the same units in both arms)")
     guard_interval: float = Field(5.0, gt=0, description="seconds between guardrail checks")
     guard_webhook_url: str | None = Field(None, description="POSTed the evidence of a trip")
     session_cookie_max_age: int = 86_400

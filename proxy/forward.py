@@ -1,6 +1,6 @@
 """Forwarding to a backend: pooled keep-alive connections, streaming both ways.
 
-Error tree, mapped from aiohttp at this boundary:
+Error tree, mapped from proxy.h1client at this boundary:
 
     UpstreamError
     ├── UpstreamUnreachable   nothing was sent: safe to fail over, whatever the method
@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
+from proxy.h1client import ConnectError, Pool, ReadTimeout, Response, parse_origin
 
 
 class UpstreamError(Exception):
@@ -90,60 +90,39 @@ class BackendConfig:
 
 
 class Upstream:
-    """One backend: a pooled aiohttp session that never stores cookies or decompresses."""
+    """One backend: a pool of keep-alive HTTP/1.1 connections (proxy.h1client).
+
+    No cookie jar, no decompression, no redirects: bytes are forwarded as they are."""
 
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
-        self.base = config.url.rstrip("/")
-        self._session: aiohttp.ClientSession | None = None
+        host, port, self.base = parse_origin(config.url)
+        self._host_port = (host, port)
+        self._pool: Pool | None = None
 
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self.config.pool_size, limit_per_host=self.config.pool_size,
-                keepalive_timeout=30, ttl_dns_cache=300,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False,
-                skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
-                timeout=aiohttp.ClientTimeout(
-                    total=None, connect=self.config.connect_timeout,
-                    sock_connect=self.config.connect_timeout,
-                    sock_read=self.config.read_timeout,
-                ),
-            )
-        return self._session
+    def pool(self) -> Pool:
+        if self._pool is None:
+            host, port = self._host_port
+            self._pool = Pool(host, port, limit=self.config.pool_size,
+                              connect_timeout=self.config.connect_timeout,
+                              read_timeout=self.config.read_timeout)
+        return self._pool
 
     async def send(
         self, method: str, path_qs: str, headers: list[tuple[str, str]],
         body: RequestBody | None,
-    ) -> aiohttp.ClientResponse:
+    ) -> Response:
         """Send the request; the caller must `release()` the response when done."""
         try:
-            return await self.session().request(
-                method, self.base + path_qs, headers=headers,
-                data=body.__aiter__() if body is not None else None,
-                allow_redirects=False, compress=None,
-            )
-        except (BodyTooLarge, ClientGone):
-            raise
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise UpstreamUnreachable(f"{self.config.name}: connect timeout") from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise UpstreamUnreachable(f"{self.config.name}: {exc.os_error}") from exc
-        except TimeoutError as exc:
+            return await self.pool().request(method, self.base + path_qs, headers, body)
+        except ConnectError as exc:
+            raise UpstreamUnreachable(f"{self.config.name}: {exc}") from exc
+        except ReadTimeout as exc:
             raise UpstreamTimeout(f"{self.config.name}: no response in time") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            if body is not None and body.too_large:
-                raise BodyTooLarge() from exc
-            cause = exc.__cause__ or exc.__context__
-            if isinstance(cause, (BodyTooLarge, ClientGone)):
-                raise cause from exc
-            raise UpstreamBroken(f"{self.config.name}: {exc!r}") from exc
+        except OSError as exc:
+            raise UpstreamBroken(f"{self.config.name}: {exc}") from exc
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None

@@ -76,7 +76,7 @@ class ProxyRuntime:
             from proxy.guardrails.telemetry_redis import RedisTelemetry
 
             return RedisTelemetry(self.settings.redis_url, bucket)
-        return MemoryTelemetry(bucket)
+        return MemoryTelemetry(bucket, max_units=self.settings.telemetry_max_units)
 
     def upstream(self, backend: Backend) -> Upstream:
         return self._upstreams[backend]

@@ -75,7 +75,10 @@ class CoalescingTransport:
 
     uvicorn writes the status line and headers as soon as the app sends
     `http.response.start`, then the body: two syscalls (and two loopback packets) for a
-    small response. Buffering until the end of the iteration joins them."""
+    small response. Buffering joins them. The buffer is flushed when the response is
+    complete (`GuardedHttpToolsProtocol.on_response_complete`), so the last byte leaves at
+    once instead of after the app's bookkeeping, and otherwise at the end of the loop
+    iteration (the head and first chunks of a streamed body)."""
 
     __slots__ = ("_buf", "_loop", "_scheduled", "_t")
 
@@ -91,9 +94,9 @@ class CoalescingTransport:
         self._buf.append(data)
         if not self._scheduled:
             self._scheduled = True
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self.flush)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         self._scheduled = False
         if self._buf:
             data = b"".join(self._buf) if len(self._buf) > 1 else self._buf[0]
@@ -102,11 +105,11 @@ class CoalescingTransport:
                 self._t.write(data)
 
     def close(self) -> None:
-        self._flush()
+        self.flush()
         self._t.close()
 
     def write_eof(self) -> None:
-        self._flush()
+        self.flush()
         self._t.write_eof()
 
     def __getattr__(self, name: str) -> Any:
@@ -129,6 +132,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
         self._arm_head_timer()
+
+    def on_response_complete(self) -> None:
+        transport = self.transport
+        if isinstance(transport, CoalescingTransport):
+            transport.flush()  # the whole response in one send(), now
+        super().on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()

@@ -14,15 +14,20 @@ counters. A flush task hands the deltas to a telemetry store every second:
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from typing import Protocol
+
+import mmh3
 
 from proxy.decision import Reason
 from proxy.guardrails.model import N_LATENCY_BUCKETS, ArmStats, FunnelWindow, latency_bucket
 from proxy.outcome import RequestOutcome
+
+log = logging.getLogger("strangler.guardrails")
 
 COARSE_SECONDS = 300
 ARMS = ("core", "legacy")
@@ -36,6 +41,10 @@ _SIGNAL_COUNTERS = {
 _SIGNAL_UNITS = {"checkout_started": "started", "order_placed": "converted"}
 
 Key = tuple[int, str, str, str]  # bucket start, funnel, arm, country
+
+
+def _unit_hash(unit: str) -> int:
+    return int(mmh3.hash(unit, 0x5EED, signed=False))
 
 
 @dataclass
@@ -134,13 +143,20 @@ def granularity(fine: int, since: float, until: float) -> int:
 class MemoryTelemetry:
     """Telemetry of one process, kept in memory for `retention` seconds."""
 
-    def __init__(self, bucket_seconds: int, retention: float = 7 * 3600) -> None:
+    def __init__(self, bucket_seconds: int, retention: float = 7 * 3600,
+                 max_units: int = 100_000) -> None:
         self.bucket_seconds = bucket_seconds
         self.retention = retention
+        self.max_units = max_units
         self._lock = threading.Lock()
         # (size, start, funnel, arm, country) -> counters
         self._buckets: dict[tuple[int, int, str, str, str], dict[str, int]] = {}
-        self._units: dict[tuple[str, str, str], dict[str, float]] = {}
+        # (kind, funnel, arm) -> unit -> first seen, oldest first
+        self._units: dict[tuple[str, str, str], OrderedDict[str, float]] = {}
+        self._n_units = 0
+        self.sample_shift = 0
+        """Units are kept when their hash's top `sample_shift` bits are zero: a share of
+        2**-sample_shift, raised by one step each time `max_units` is exceeded."""
 
     def add(self, batch: Batch) -> None:
         with self._lock:
@@ -151,17 +167,46 @@ class MemoryTelemetry:
                     for name, value in counts.items():
                         target[name] = target.get(name, 0) + value
             for unit_key, units in batch.units.items():
-                seen = self._units.setdefault(unit_key, {})
+                seen = self._units.get(unit_key)
+                if seen is None:
+                    seen = self._units[unit_key] = OrderedDict()
+                before = len(seen)
                 for unit, at in units.items():
-                    seen.setdefault(unit, at)
+                    if unit not in seen and self._sampled(unit):
+                        seen[unit] = at
+                self._n_units += len(seen) - before
             self._expire(time.time() - self.retention)
+            while self._n_units > self.max_units and self.sample_shift < 32:
+                self._thin()
+
+    def _sampled(self, unit: str) -> bool:
+        shift = self.sample_shift
+        return not shift or _unit_hash(unit) >> (32 - shift) == 0
+
+    def _thin(self) -> None:
+        """Keep half the sample: memory stays bounded whatever the number of customers. The
+        same units are kept in every arm and kind, so the unit-based guardrails (conversion,
+        sample ratio) judge a uniform random sample of the units: still valid, with less
+        power. Counts are of the sample, never scaled up."""
+        self.sample_shift += 1
+        log.warning("telemetry holds more than %d units: now keeping a sample of 1 in "
+                    "%d units for conversion and sample ratio", self.max_units,
+                    1 << self.sample_shift)
+        for key, seen in self._units.items():
+            kept = OrderedDict((u, at) for u, at in seen.items() if self._sampled(u))
+            self._n_units -= len(seen) - len(kept)
+            self._units[key] = kept
 
     def _expire(self, horizon: float) -> None:
         for key in [k for k in self._buckets if k[1] < horizon - COARSE_SECONDS]:
             del self._buckets[key]
-        for seen in self._units.values():
-            for unit in [u for u, at in seen.items() if at < horizon]:
+        for seen in self._units.values():  # oldest first: stop at the first one to keep
+            while seen:
+                unit, at = next(iter(seen.items()))
+                if at >= horizon:
+                    break
                 del seen[unit]
+                self._n_units -= 1
 
     def _counters(
         self, funnel: str, since: float, until: float,
@@ -179,7 +224,9 @@ class MemoryTelemetry:
 
     def _count(self, kind: str, funnel: str, arm: str, since: float, until: float) -> int:
         with self._lock:
-            seen = self._units.get((kind, funnel, arm), {})
+            seen = self._units.get((kind, funnel, arm))
+            if not seen:
+                return 0
             return sum(1 for at in seen.values() if since <= at <= until)
 
     def _unit_counts(self, funnel: str, arm: str, since: float, until: float) -> dict[str, int]:

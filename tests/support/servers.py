@@ -24,8 +24,9 @@ class ServerThread:
 
     def __init__(self, app: Any, port: int | None = None, **config: Any) -> None:
         self.port = port or free_port()
+        config.setdefault("lifespan", "on")
         self.config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", **config
+            app, host="127.0.0.1", port=self.port, log_level="warning", **config
         )
         self.server = uvicorn.Server(self.config)
         self.thread = threading.Thread(target=self._run, daemon=True)

@@ -115,3 +115,45 @@ def test_replicas_pool_their_figures_in_redis(redis_clean_url):
     assert (w.core.requests, w.core.checkout_units, w.legacy.requests) == (2, 2, 1)
     a.close()
     b.close()
+
+
+def test_embedded_units_stay_bounded_as_a_sample_kept_alike_in_every_arm_and_kind():
+    store = MemoryTelemetry(bucket_seconds=5, max_units=2000)
+    for batch in range(20):  # 20,000 units split 50/50, half of them converting
+        outcomes = []
+        for i in range(1000):
+            unit = f"u{batch}-{i}"
+            arm = "core" if i % 2 else "legacy"
+            outcomes.append(outcome(arm, unit=unit, signals=["checkout_started"]))
+            if i % 4 < 2:
+                outcomes.append(outcome(arm, unit=unit, signals=["order_placed"],
+                                        reason=Reason.STICKY))
+        record(store, outcomes)
+        assert store._n_units <= 2000
+    assert store.sample_shift >= 4  # 60,000 unit entries thinned below 2,000
+    now = time.time()
+    w = store.window("warranties", now - 60, now + 1)
+    kept = 20_000 >> store.sample_shift  # the expected sample of started units
+    for arm in (w.core, w.legacy):
+        assert 0.6 * kept / 2 < arm.checkout_units < 1.4 * kept / 2
+        # the same units are kept for every kind: converted ones are a subset of started ones
+        assert 0.35 < arm.converted_units / arm.checkout_units < 0.65
+        assert arm.converted_units <= arm.checkout_units
+    rule = store.rule_units("warranties", now - 60, now + 1)
+    assert 0.7 < rule["core"]["IE"] / rule["legacy"]["IE"] < 1.4
+
+
+def test_embedded_units_expire_oldest_first():
+    store = MemoryTelemetry(bucket_seconds=5, retention=60)
+    recorder = TelemetryRecorder(5)
+    for i in range(3):
+        recorder.observe(outcome(unit=f"old{i}"))
+    batch = recorder.drain()
+    for units in batch.units.values():
+        for unit in units:
+            units[unit] = time.time() - 120  # first seen before the retention horizon
+    store.add(batch)
+    record(store, [outcome(unit="new")])
+    now = time.time()
+    assert store.rule_units("warranties", now - 3600, now + 1) == {"core": {"IE": 1}}
+    assert store._n_units == 1
