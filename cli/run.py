@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 import uvicorn
 
@@ -139,6 +138,8 @@ def _backend(module: str, port: int, env: dict[str, str], name: str) -> Iterator
         [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port)],
         env={**os.environ, **env},
     )
+    import httpx  # not at the top: the proxy process of `serve` does without it (~8 MB)
+
     try:
         deadline = time.monotonic() + 30
         while True:

@@ -33,6 +33,7 @@ Examples::
     python -m loadtests.bench --loadgen python --upstream python --nginx off -c 1,8
     python -m loadtests.bench --targets full,baseline --profile /tmp/prof  # + py-spy at c=32
     python -m loadtests.bench --variant fast=/tmp/copy   # + a copy of the repo, proxy/ modified
+    python -m loadtests.bench --pin off --targets full --workers 1,2 -c 32,128  # 1 vs 2 workers
 
 The machine matters: load generator, proxy and upstream share its cores, so compare
 targets within one run, not figures across machines.
@@ -575,9 +576,10 @@ def start_baseline(procs: Processes, upstream: str) -> Target:
 
 
 def start_full(procs: Processes, upstream: str, name: str = "full",
-               tree: Path = REPO) -> Target:
+               tree: Path = REPO, workers: int = 1, redis_url: str | None = None) -> Target:
     """`strangler serve` with the code of `tree` (a copy of the repository: run from there,
-    its proxy/ and cli/ come first on sys.path) and its rules/checkout.yaml."""
+    its proxy/ and cli/ come first on sys.path) and its rules/checkout.yaml; with
+    `redis_url`, state in Redis and `workers` processes."""
     port = free_port()
     data = procs.workdir / f"{name}-data"
     data.mkdir(exist_ok=True)
@@ -587,6 +589,8 @@ def start_full(procs: Processes, upstream: str, name: str = "full",
     cmd = [sys.executable, "-m", "cli.main", "serve", "--core-url", upstream,
            "--legacy-url", upstream, "--rules", str(rules), "--host", "127.0.0.1",
            "--port", str(port), "--db-path", str(data / "strangler.sqlite3")]
+    if redis_url is not None:
+        cmd += ["--redis-url", redis_url, "--workers", str(workers)]
     child = procs.start(name, cmd, env={"STRANGLER_LOG_LEVEL": "warning"}, cwd=tree,
                         proxy=True)
     wait_ready(child, port, "/_strangler/healthz")
@@ -604,6 +608,26 @@ def start_full(procs: Processes, upstream: str, name: str = "full",
                   "SQLite control store",
                   {"x-checkout-backend": headers.get("x-checkout-backend", ""),
                    "x-checkout-decision": decision})
+
+
+def start_redis(procs: Processes) -> str:
+    """A redis-server of the bench's own (nothing saved), for the multi-worker targets."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise HarnessError("--workers needs redis-server (workers share state through Redis)")
+    port = free_port()
+    child = procs.start("redis", [binary, "--port", str(port), "--bind", "127.0.0.1",
+                                  "--save", "", "--appendonly", "no",
+                                  "--dir", str(procs.workdir)])
+    deadline = time.monotonic() + 10
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1) as s:
+            s.sendall(b"PING\r\n")
+            if s.recv(64).startswith(b"+PONG"):
+                return f"redis://127.0.0.1:{port}/0"
+        if child.proc.poll() is not None or time.monotonic() > deadline:
+            raise HarnessError(f"redis-server did not start:\n{child.log_tail()}")
+        time.sleep(0.05)
 
 
 def start_nginx_proxy(procs: Processes, upstream: str) -> Target:
@@ -954,6 +978,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=DIR",
                         help="an extra full-proxy target run from the repository copy DIR "
                         "(e.g. with a modified proxy/); shown as full-NAME")
+    parser.add_argument("--workers", default="", metavar="N,M",
+                        help="extra full-proxy targets with state in Redis (a redis-server "
+                        "of the bench's own) and N worker processes each, shown as "
+                        "full-redis-wN; use with --pin off, or the workers share one CPU")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="py-spy each Python proxy (baseline, full, variants) during an "
                         "extra c=32 run; raw stacks in DIR")
@@ -972,6 +1000,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--rounds must be at least 1")
     if not args.levels or min(args.levels) < 1:
         parser.error("--concurrency needs positive integers")
+    try:
+        args.workers = [int(n) for n in args.workers.split(",") if n.strip()]
+    except ValueError:
+        parser.error("--workers needs comma-separated integers")
+    if any(n < 1 for n in args.workers):
+        parser.error("--workers needs positive integers")
     args.target_names = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = set(args.target_names) - set(TARGET_ORDER)
     if unknown:
@@ -1021,6 +1055,11 @@ def run(args: argparse.Namespace) -> int:
                 targets.append(start_full(procs, upstream, tree=args.tree.resolve()))
             elif name == "nginx":
                 targets.append(start_nginx_proxy(procs, upstream))
+        if args.workers:
+            redis = start_redis(procs)
+            for n in args.workers:
+                targets.append(start_full(procs, upstream, f"full-redis-w{n}",
+                                          args.tree.resolve(), workers=n, redis_url=redis))
         for spec in args.variant:
             vname, _, vdir = spec.partition("=")
             if not vname or not vdir:

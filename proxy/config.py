@@ -33,8 +33,11 @@ class ProxySettings(BaseSettings):
     )
 
     telemetry_bucket_seconds: int = Field(10, ge=1, le=300)
+    malloc_tuning: bool = Field(
+        True, description="fixed glibc mmap threshold and 2 arenas, so RSS follows the live "
+        "data instead of its peaks (proxy.runtime.tune_malloc)")
     telemetry_max_units: int = Field(
-        100_000, ge=1000, description="distinct units the embedded telemetry keeps; above "
+        50_000, ge=1000, description="distinct units the embedded telemetry keeps; above "
         "it, a uniform hash sample of them (the same units in both arms)")
     guard_interval: float = Field(5.0, gt=0, description="seconds between guardrail checks")
     guard_webhook_url: str | None = Field(None, description="POSTed the evidence of a trip")

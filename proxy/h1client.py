@@ -63,11 +63,12 @@ class _Stale(Exception):
 class Response:
     """One upstream response. The caller must call `release()` when done with it."""
 
-    __slots__ = ("_conn", "content_length", "raw_headers", "status")
+    __slots__ = ("_conn", "_released", "content_length", "raw_headers", "status")
 
     def __init__(self, conn: _Connection, status: int, raw_headers: list[tuple[bytes, bytes]],
                  content_length: int | None) -> None:
         self._conn = conn
+        self._released = False
         self.status = status
         self.raw_headers = raw_headers
         self.content_length = content_length
@@ -98,8 +99,11 @@ class Response:
                 await conn.wait_body()
 
     def release(self) -> None:
-        """Give the connection back to the pool if the exchange ended cleanly, else close it."""
-        self._conn.finish()
+        """Give the connection back to the pool if the exchange ended cleanly, else close it.
+        Only the first call counts: the connection may serve another exchange by the next."""
+        if not self._released:
+            self._released = True
+            self._conn.finish()
 
 
 class _Connection(asyncio.Protocol):
@@ -153,16 +157,17 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(ConnectionBroken(f"invalid response from the upstream: {exc}"))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._fail(ConnectionBroken(f"invalid response from the upstream: {exc!r}"))
             self._close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool._forget(self)
         self._cancel_timer()
-        if not self.in_use or self.body_done:
-            return
+        self._wake_writer()  # a body upload waiting for the transport to drain: it never will
+        if not self.in_use or self.body_done or self.error is not None:
+            return  # an exchange that failed already keeps its first error (a ReadTimeout)
         if self.head is not None and not self.head.done():
             if not self.got_bytes and self.exchanges > 1:
                 self._fail(_Stale())
@@ -179,19 +184,22 @@ class _Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.paused = False
-        waiter, self.write_waiter = self.write_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake_writer()
 
     # -- llhttp callbacks ---------------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.status:  # a trailer: the head was handed out already
+            return
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:  # interim: the real answer follows
             self.headers = []
+            return
+        if status == 101:  # no upgrade was asked for (llhttp raises HttpParserUpgrade next)
+            self._fail(ConnectionBroken("the upstream switched protocols unasked (101)"))
             return
         self.status = status
         length: int | None = None
@@ -213,6 +221,9 @@ class _Connection(asyncio.Protocol):
             self._body_complete()
 
     def on_body(self, body: bytes) -> None:
+        if self.no_body:  # llhttp does not know the request was a HEAD: a misbehaving server
+            self.keep_alive = False
+            return
         self.body.append(body)
         self.buffered += len(body)
         if self.buffered > BUFFER_HIGH and not self.reading_paused and self.transport:
@@ -253,6 +264,8 @@ class _Connection(asyncio.Protocol):
             async for chunk in body:
                 if self.closed:
                     break  # connection_lost has failed the exchange
+                if not chunk:
+                    continue  # in chunked framing an empty chunk would end the body
                 if chunked:
                     pending.append(b"%x\r\n%b\r\n" % (len(chunk), chunk))
                 else:
@@ -286,6 +299,7 @@ class _Connection(asyncio.Protocol):
         if self.reading_paused and self.transport is not None and not self.closed:
             self.reading_paused = False
             self.transport.resume_reading()
+            self.last_read = self.loop.time()  # waiting for the upstream starts now
         return data
 
     async def wait_body(self) -> None:
@@ -305,12 +319,17 @@ class _Connection(asyncio.Protocol):
         self._cancel_timer()
         reusable = self.body_done and self.error is None and self.keep_alive and not self.closed
         if reusable:
+            if self.reading_paused and self.transport is not None:
+                self.transport.resume_reading()  # paused for a body nobody will read
             self._reset()
             self.pool._put_back(self)
         else:
             head = self.head
-            if head is not None and not head.done():
-                head.cancel()  # nobody waits for it any more
+            if head is not None:
+                if not head.done():
+                    head.cancel()  # nobody waits for it any more
+                elif not head.cancelled():
+                    head.exception()  # retrieved: an upload that failed raised its own error
             self.in_use = False
             self._close()
             self.pool._forget(self)
@@ -336,6 +355,9 @@ class _Connection(asyncio.Protocol):
         if head is not None and not head.done():
             head.set_exception(error)
         self._wake_body()
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
         waiter, self.write_waiter = self.write_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -357,6 +379,9 @@ class _Connection(asyncio.Protocol):
         notes the time."""
         self.timer = None
         if not self.in_use or self.body_done:
+            return
+        if self.reading_paused:  # the consumer is slow, not the upstream
+            self.timer = self.loop.call_later(self.pool.read_timeout, self._on_timer)
             return
         deadline = self.last_read + self.pool.read_timeout
         if self.loop.time() < deadline:
@@ -420,7 +445,7 @@ class Pool:
                  b"\r\n"]
         has_length = False
         for name, value in headers:
-            if name == "content-length":
+            if name.lower() == "content-length":
                 has_length = True
             lines.append(f"{name}: {value}\r\n".encode("latin-1"))
         chunked = has_body and not has_length
@@ -467,6 +492,9 @@ class Pool:
         except BaseException:
             self._forget(conn)
             raise
+        if self._closed:  # closed while connecting
+            conn._close()
+            raise ConnectError("the pool is closed")
         return conn
 
     def _put_back(self, conn: _Connection) -> None:

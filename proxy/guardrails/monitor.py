@@ -23,8 +23,6 @@ import uuid
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from proxy import control, rollout
 from proxy.decision import GLOBAL_SCOPE
 from proxy.guardrails.judge import FunnelJudgement, judge_funnel
@@ -238,6 +236,8 @@ class GuardrailMonitor:
         url = self.rt.settings.guard_webhook_url
         if not url:
             return
+        import httpx  # here, not at the top: httpx loads rich and pygments (~8 MB)
+
         try:
             httpx.post(url, json=payload, timeout=3.0).raise_for_status()
         except httpx.HTTPError as exc:

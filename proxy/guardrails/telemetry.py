@@ -144,7 +144,7 @@ class MemoryTelemetry:
     """Telemetry of one process, kept in memory for `retention` seconds."""
 
     def __init__(self, bucket_seconds: int, retention: float = 7 * 3600,
-                 max_units: int = 100_000) -> None:
+                 max_units: int = 50_000) -> None:
         self.bucket_seconds = bucket_seconds
         self.retention = retention
         self.max_units = max_units
@@ -192,10 +192,11 @@ class MemoryTelemetry:
         log.warning("telemetry holds more than %d units: now keeping a sample of 1 in "
                     "%d units for conversion and sample ratio", self.max_units,
                     1 << self.sample_shift)
-        for key, seen in self._units.items():
-            kept = OrderedDict((u, at) for u, at in seen.items() if self._sampled(u))
-            self._n_units -= len(seen) - len(kept)
-            self._units[key] = kept
+        for seen in self._units.values():  # in place: no second copy at the peak
+            dropped = [u for u in seen if not self._sampled(u)]
+            for unit in dropped:
+                del seen[unit]
+            self._n_units -= len(dropped)
 
     def _expire(self, horizon: float) -> None:
         for key in [k for k in self._buckets if k[1] < horizon - COARSE_SECONDS]:
