@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.e2e.conftest import Up, strangler_cmd, wait_healthy
+from tests.e2e.conftest import REPO, Up, strangler_cmd, wait_healthy
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.e2e
@@ -186,3 +186,43 @@ def test_up_refuses_backend_ports_that_are_taken(tmp_path):
         )
     assert result.returncode == 1
     assert f"port {core_port} for the checkout core is in use" in result.stderr
+
+
+def test_sigterm_stops_the_backends_too(tmp_path):
+    import signal
+    import socket
+
+    for _attempt in range(5):  # port+1 or port+2 may be taken by someone else: try others
+        port = free_port()
+        if port >= 65000:
+            continue
+        proc = subprocess.Popen(
+            [*strangler_cmd(), "up", "--port", str(port), "--data-dir", str(tmp_path),
+             "--legacy-latency-ms", "5"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
+        )
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}/_strangler/healthz", proc)
+            break
+        except AssertionError:
+            if proc.poll() is None:
+                proc.kill()
+                raise
+    else:
+        pytest.fail("strangler up never started")
+    try:
+        for backend in (port + 1, port + 2):
+            wait_healthy(f"http://127.0.0.1:{backend}/healthz", proc)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.monotonic() + 15
+    for backend in (port + 1, port + 2):  # nothing listens any more: no orphaned backend
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", backend)) != 0:
+                    break
+            assert time.monotonic() < deadline, f"a backend still listens on {backend}"
+            time.sleep(0.1)
