@@ -9,7 +9,16 @@ from typing import Annotated
 import typer
 
 from cli.common import (
-    Actor, AsJson, DbPath, Reason, RedisUrl, actor_name, console, fail, print_json, print_rows,
+    Actor,
+    AsJson,
+    DbPath,
+    Reason,
+    RedisUrl,
+    actor_name,
+    console,
+    fail,
+    print_json,
+    print_rows,
     store_for,
 )
 from proxy import control

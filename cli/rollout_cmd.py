@@ -10,7 +10,16 @@ import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from cli.common import (
-    Actor, AsJson, DbPath, Reason, RedisUrl, actor_name, console, fail, print_json, store_for,
+    Actor,
+    AsJson,
+    DbPath,
+    Reason,
+    RedisUrl,
+    actor_name,
+    console,
+    fail,
+    print_json,
+    store_for,
 )
 from proxy import control, rollout
 from proxy.guardrails.spec import parse_duration

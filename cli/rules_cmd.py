@@ -10,7 +10,16 @@ from typing import Annotated
 import typer
 
 from cli.common import (
-    Actor, AsJson, DbPath, Reason, RedisUrl, actor_name, console, fail, print_json, store_for,
+    Actor,
+    AsJson,
+    DbPath,
+    Reason,
+    RedisUrl,
+    actor_name,
+    console,
+    fail,
+    print_json,
+    store_for,
 )
 from proxy.blast_radius import Change, blast_radius
 from proxy.control import apply_rules_text

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from decimal import Decimal
 from collections.abc import Callable
+from decimal import Decimal
 
 import httpx
 import pytest

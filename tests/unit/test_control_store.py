@@ -286,7 +286,7 @@ def test_concurrent_applies_with_the_same_expected_version_have_exactly_one_winn
             won.append(apply(stores[i], f"candidate {i}", expected=base.version))
         except VersionConflict as exc:
             conflicts.append(exc)
-        except BaseException as exc:  # pragma: no cover - reported below
+        except BaseException as exc:  # noqa: BLE001  # pragma: no cover - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=contend, args=(i,)) for i in range(threads_n)]

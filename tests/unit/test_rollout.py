@@ -16,7 +16,7 @@ def plan(hold: float = 60, now: float = 1000.0):
 
 @pytest.mark.parametrize(("elapsed", "verdict", "killed", "state", "percent", "applied"), [
     (10, "pass", False, State.RUNNING, "1", None),  # still holding
-    (61, "pass", False, State.RUNNING, "5", Decimal("5")),  # held and passing: next step
+    (61, "pass", False, State.RUNNING, "5", Decimal(5)),  # held and passing: next step
     (61, "insufficient_data", False, State.WAITING, "1", None),  # never on too little data
     (61, None, False, State.WAITING, "1", None),  # no telemetry: waits
     (10, "fail", False, State.STOPPED, "1", None),  # a failure stops at once
@@ -48,7 +48,7 @@ def test_waiting_resumes_when_data_arrives():
     assert r.state is State.WAITING
     again = step(r, "insufficient_data", False, r.step_started_at + 12).rollout
     assert again == r  # no history spam while it waits
-    assert step(r, "pass", False, r.step_started_at + 13).apply_percent == Decimal("5")
+    assert step(r, "pass", False, r.step_started_at + 13).apply_percent == Decimal(5)
 
 
 @pytest.mark.parametrize(("cmd", "state"), [(Command.PAUSE, State.PAUSED),
