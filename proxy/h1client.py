@@ -123,7 +123,6 @@ class _Connection(asyncio.Protocol):
         self.head: asyncio.Future[Response] | None = None
         self.headers: list[tuple[bytes, bytes]] = []
         self.status = 0
-        self.content_length: int | None = None
         self.until_eof = False
         self.no_body = False
         self.got_bytes = False
@@ -211,12 +210,11 @@ class _Connection(asyncio.Protocol):
             elif lower == b"transfer-encoding":
                 chunked = True
         self.no_body = self.method_head or status in (204, 304)
-        self.content_length = length if not chunked else None
         self.until_eof = not self.no_body and not chunked and length is None
         self.keep_alive = self.parser.should_keep_alive() and not self.until_eof
         head = self.head
         if head is not None and not head.done():
-            head.set_result(Response(self, status, self.headers, self.content_length))
+            head.set_result(Response(self, status, self.headers, None if chunked else length))
         if self.no_body:
             self._body_complete()
 
@@ -337,11 +335,8 @@ class _Connection(asyncio.Protocol):
     # -- internals ----------------------------------------------------------------------------
 
     def _wake_body(self) -> None:
-        waiter = self.body_waiter
-        if waiter is not None:
-            self.body_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        waiter, self.body_waiter = self.body_waiter, None
+        _resolve(waiter)
 
     def _body_complete(self) -> None:
         self.body_done = True
@@ -359,8 +354,7 @@ class _Connection(asyncio.Protocol):
 
     def _wake_writer(self) -> None:
         waiter, self.write_waiter = self.write_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        _resolve(waiter)
 
     def _close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -457,11 +451,9 @@ class Pool:
     async def _acquire(self) -> _Connection:
         if self._closed:
             raise ConnectError("the pool is closed")
-        idle = self._idle
-        while idle:
-            conn = idle.pop()
-            if not conn.closed:
-                return conn
+        conn = self._pop_idle()
+        if conn is not None:
+            return conn
         while len(self._open) >= self.limit:
             waiter = self.loop.create_future()
             self._waiters.append(waiter)
@@ -471,11 +463,18 @@ class Pool:
                 if waiter.done() and not waiter.cancelled():
                     self._wake_one()  # pass the slot on
                 raise
-            while idle:
-                conn = idle.pop()
-                if not conn.closed:
-                    return conn
+            conn = self._pop_idle()
+            if conn is not None:
+                return conn
         return await self._connect()
+
+    def _pop_idle(self) -> _Connection | None:
+        """The most recently released live connection (the others may be closed by now)."""
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed:
+                return conn
+        return None
 
     async def _connect(self) -> _Connection:
         conn = _Connection(self)
@@ -514,9 +513,7 @@ class Pool:
 
     def _wake_one(self) -> None:
         while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
+            if _resolve(self._waiters.popleft()):
                 return
 
     def _sweep(self) -> None:
@@ -551,6 +548,14 @@ class Pool:
                 waiter.set_exception(ConnectError("the pool is closed"))
         self._waiters.clear()
         await asyncio.sleep(0)  # let the transports close
+
+
+def _resolve(waiter: asyncio.Future[None] | None) -> bool:
+    """Wake whoever awaits `waiter`; False when there was nobody (none, done or cancelled)."""
+    if waiter is None or waiter.done():
+        return False
+    waiter.set_result(None)
+    return True
 
 
 def parse_origin(url: str) -> tuple[str, int, str]:

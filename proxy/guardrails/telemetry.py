@@ -153,7 +153,6 @@ class MemoryTelemetry:
         self._buckets: dict[tuple[int, int, str, str, str], dict[str, int]] = {}
         # (kind, funnel, arm) -> unit -> first seen, oldest first
         self._units: dict[tuple[str, str, str], OrderedDict[str, float]] = {}
-        self._n_units = 0
         self.sample_shift = 0
         """Units are kept when their hash's top `sample_shift` bits are zero: a share of
         2**-sample_shift, raised by one step each time `max_units` is exceeded."""
@@ -170,14 +169,16 @@ class MemoryTelemetry:
                 seen = self._units.get(unit_key)
                 if seen is None:
                     seen = self._units[unit_key] = OrderedDict()
-                before = len(seen)
                 for unit, at in units.items():
                     if unit not in seen and self._sampled(unit):
                         seen[unit] = at
-                self._n_units += len(seen) - before
             self._expire(time.time() - self.retention)
-            while self._n_units > self.max_units and self.sample_shift < 32:
+            while self.unit_count() > self.max_units and self.sample_shift < 32:
                 self._thin()
+
+    def unit_count(self) -> int:
+        """Units held, over every kind, funnel and arm (a few dozen keys)."""
+        return sum(map(len, self._units.values()))
 
     def _sampled(self, unit: str) -> bool:
         shift = self.sample_shift
@@ -193,10 +194,8 @@ class MemoryTelemetry:
                     "%d units for conversion and sample ratio", self.max_units,
                     1 << self.sample_shift)
         for seen in self._units.values():  # in place: no second copy at the peak
-            dropped = [u for u in seen if not self._sampled(u)]
-            for unit in dropped:
+            for unit in [u for u in seen if not self._sampled(u)]:
                 del seen[unit]
-            self._n_units -= len(dropped)
 
     def _expire(self, horizon: float) -> None:
         for key in [k for k in self._buckets if k[1] < horizon - COARSE_SECONDS]:
@@ -207,7 +206,6 @@ class MemoryTelemetry:
                 if at >= horizon:
                     break
                 del seen[unit]
-                self._n_units -= 1
 
     def _counters(
         self, funnel: str, since: float, until: float,

@@ -129,7 +129,7 @@ def test_embedded_units_stay_bounded_as_a_sample_kept_alike_in_every_arm_and_kin
                 outcomes.append(outcome(arm, unit=unit, signals=["order_placed"],
                                         reason=Reason.STICKY))
         record(store, outcomes)
-        assert store._n_units <= 2000
+        assert store.unit_count() <= 2000
     assert store.sample_shift >= 4  # 60,000 unit entries thinned below 2,000
     now = time.time()
     w = store.window("warranties", now - 60, now + 1)
@@ -156,4 +156,4 @@ def test_embedded_units_expire_oldest_first():
     record(store, [outcome(unit="new")])
     now = time.time()
     assert store.rule_units("warranties", now - 3600, now + 1) == {"core": {"IE": 1}}
-    assert store._n_units == 1
+    assert store.unit_count() == 1
