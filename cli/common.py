@@ -16,9 +16,9 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from proxy.control import ControlError
-from proxy.rules_loader import RulesError
-from proxy.store import ControlStore, StoreUnavailable, VersionConflict, open_store
+from control.operations import ControlError
+from control.rules_loader import RulesError
+from control.store import ControlStore, StoreUnavailable, VersionConflict, open_store
 
 EXIT_OK = 0
 EXIT_ERROR = 1

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import typer
 
 from cli.common import AsJson, DbPath, RedisUrl, console, print_json, print_rows, store_for
-from proxy.guardrails.monitor import REPORT_KEY
+from guardrails.report import read_report
 
 EXIT_GUARDRAIL = 3
 DEFAULT_DB = "var/strangler.sqlite3"
@@ -27,8 +26,7 @@ def _fmt(value: Any) -> str:
 
 def load_report(db_path: str, redis_url: str | None) -> dict[str, Any] | None:
     with store_for(db_path, redis_url) as store:
-        raw = store.get_meta(REPORT_KEY)
-    return json.loads(raw) if raw else None
+        return read_report(store) or None
 
 
 @app.command("status")

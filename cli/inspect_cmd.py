@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 
 from cli.common import AsJson, DbPath, RedisUrl, console, fail, print_json, store_for
+from control.decision import Backend, Reason, decide
+from control.rules_loader import load_rules_text
 from proxy.context import extract_context
-from proxy.decision import Backend, Reason, decide
-from proxy.rules_loader import load_rules_text
 
 DEFAULT_DB = "var/strangler.sqlite3"
 

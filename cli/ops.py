@@ -21,11 +21,11 @@ from cli.common import (
     print_rows,
     store_for,
 )
-from proxy import control
-from proxy.blast_radius import blast_radius
-from proxy.decision import GLOBAL_SCOPE
-from proxy.rules_loader import load_rules_text
-from proxy.status import status_data
+from control import operations
+from control.blast_radius import blast_radius
+from control.decision import GLOBAL_SCOPE
+from control.rules_loader import load_rules_text
+from control.status import status_data
 
 Funnel = Annotated[str | None, typer.Option("--funnel", help="One funnel (default: all).")]
 DEFAULT_DB = "var/strangler.sqlite3"
@@ -40,7 +40,7 @@ def kill(
     Example: strangler kill --funnel warranties --reason "INC-123 payment errors"
     """
     with store_for(db_path, redis_url) as store:
-        switch = control.kill(store, funnel, actor=actor_name(actor), reason=reason)
+        switch = operations.kill(store, funnel, actor=actor_name(actor), reason=reason)
     console.print(f"kill switch [bold red]{switch.scope}[/] set: traffic goes to legacy")
 
 
@@ -56,7 +56,7 @@ def unkill(
     Example: strangler unkill --funnel warranties --reason "fix deployed"
     """
     with store_for(db_path, redis_url) as store:
-        previous = control.unkill(store, funnel, actor=actor_name(actor), reason=reason)
+        previous = operations.unkill(store, funnel, actor=actor_name(actor), reason=reason)
     scope = funnel or GLOBAL_SCOPE
     if previous is None:
         console.print(f"kill switch {scope} was not set")
@@ -95,7 +95,7 @@ def ramp(
         active = store.active_rules()
         if active is None:
             fail("no rules are active: apply a rules file first")
-        text, sentence = control.ramp_text(
+        text, sentence = operations.ramp_text(
             active.text, funnel, country.upper() if country else None, value
         )
         changes = blast_radius(load_rules_text(active.text, str(active.version)),
@@ -107,7 +107,7 @@ def ramp(
             console.print("  no unit changes backend")
         if not yes and not typer.confirm("apply?", default=False):
             raise typer.Exit(1)
-        record = control.apply_rules_text(
+        record = operations.apply_rules_text(
             store, text, source=f"ramp {funnel}", actor=actor_name(actor),
             reason=f"{reason} ({sentence})", expected_version=active.version,
         )

@@ -21,10 +21,10 @@ from cli.common import (
     print_json,
     store_for,
 )
-from proxy import control, rollout
-from proxy.guardrails.spec import parse_duration
-from proxy.rules_loader import load_rules_text
-from proxy.store import AuditEntry
+from control import operations, rollout
+from control.rules_loader import load_rules_text
+from control.store import AuditEntry
+from guardrails.spec import parse_duration
 
 DEFAULT_DB = "var/strangler.sqlite3"
 app = typer.Typer(help="Staged rollouts, advanced by the guardrail monitor.",
@@ -71,7 +71,7 @@ def start(
         if any(r.funnel == funnel and r.state in rollout.ACTIVE
                for r in rollout.all_rollouts(store)):
             fail(f"a rollout of {funnel!r} is already in progress")
-        control.ramp(store, funnel, plan.country, plan.percent, actor=plan.actor,
+        operations.ramp(store, funnel, plan.country, plan.percent, actor=plan.actor,
                      reason=f"rollout {plan.id} started: {reason}")
         rollout.register(store, plan)
     console.print(f"rollout {plan.id} started: {funnel} {plan.country or 'all countries'} at "

@@ -21,10 +21,10 @@ from cli.common import (
     print_json,
     store_for,
 )
-from proxy.blast_radius import Change, blast_radius
-from proxy.control import apply_rules_text
-from proxy.rules_loader import RulesError, load_rules_file, load_rules_text
-from proxy.rules_schema import RulesFile
+from control.blast_radius import Change, blast_radius
+from control.operations import apply_rules_text
+from control.rules_loader import RulesError, load_rules_file, load_rules_text
+from control.rules_schema import RulesFile
 
 app = typer.Typer(help="Validate, apply and inspect routing rules.", no_args_is_help=True)
 

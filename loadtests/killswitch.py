@@ -4,7 +4,7 @@ routes to legacy.
 Starts an upstream, N proxy replicas as `strangler serve` runs them (separate processes),
 sharing Redis (pub/sub plus polling) or one SQLite file (polling), and repeats: clear the
 switch, wait until every replica routes to core again, set the switch exactly as
-`strangler kill` does (proxy.control.kill on the same store), then probe every replica
+`strangler kill` does (control.operations.kill on the same store), then probe every replica
 continuously with real routed requests (a fresh unit each) until it answers legacy.
 It prints p50, p99 and max of the time until the LAST replica obeyed, per mode, and also
 times a few real `strangler kill` invocations end to end (process start included).
@@ -38,8 +38,8 @@ from pathlib import Path
 import aiohttp
 import httpx
 
-from proxy import control
-from proxy.store import ControlStore, open_store
+from control import operations as control
+from control.store import ControlStore, open_store
 
 RULES = """\
 funnels:

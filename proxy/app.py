@@ -11,11 +11,11 @@ import logging
 import time
 from typing import Any
 
-from proxy.admin_access import bearer_ok, is_admin_path, on_port
+from admin.access import bearer_ok, is_admin_path, on_port
+from admin.dashboard.handler import Dashboard
+from control.decision import Backend, Decision, Reason, RequestContext, decide, is_killed
 from proxy.config import ProxySettings
 from proxy.context import extract_context, normalize_path, quote_path
-from proxy.dashboard.handler import Dashboard
-from proxy.decision import Backend, Decision, Reason, RequestContext, decide, is_killed
 from proxy.forward import (
     BodyTooLarge,
     ClientGone,
@@ -131,7 +131,8 @@ class ProxyApp:
         rules = snapshot.rules
         ctx = extract_context(rules, path, headers)
         if self.state_is_stale():  # fail safe: the kill switch may have changed unseen
-            reason = Reason.KILL_SWITCH if is_killed(snapshot.kills, ctx.funnel) else Reason.ERROR
+            funnel = ctx.funnel.name if ctx.funnel is not None else None
+            reason = Reason.KILL_SWITCH if is_killed(snapshot.kills, funnel) else Reason.ERROR
             return ctx, Decision(Backend.LEGACY, reason, rules.version if rules else "none")
         forced = forced_backend(headers, self.qa_secret)
         sticky = None

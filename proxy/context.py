@@ -10,8 +10,8 @@ import re
 import secrets
 from urllib.parse import quote
 
-from proxy.decision import RequestContext
-from proxy.rules import Funnel, RuleSet
+from control.decision import RequestContext
+from control.rules import Funnel, RuleSet
 
 Headers = list[tuple[bytes, bytes]]
 

@@ -13,7 +13,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from proxy.decision import Reason
+from control.decision import Reason
 from proxy.outcome import RequestOutcome
 
 disable_created_metrics()  # type: ignore[no-untyped-call]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from proxy.decision import Backend, Reason
+from control.decision import Backend, Reason
 
 
 @dataclass(slots=True)  # built per request: not frozen, whose __init__ costs 1 us more

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hmac
 
-from proxy.decision import Backend, Decision, Reason
+from control.decision import Backend, Decision, Reason
 
 FORCE_HEADER = b"x-checkout-force"
 FORCE_TOKEN_HEADER = b"x-checkout-force-token"

@@ -11,19 +11,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+from control.decision import Backend, Decision, Reason
+from control.operations import ControlSnapshot
+from control.rollout_driver import RolloutDriver
+from control.rules import Funnel, RuleSet
+from control.store import ControlStore, StoreUnavailable, open_store
+from control.watcher import ControlWatcher
+from guardrails.alerts import WebhookAlert
+from guardrails.lease import LocalLease, RedisLease
+from guardrails.monitor import GuardrailMonitor, no_alert
+from guardrails.report import store_report
+from guardrails.telemetry import MemoryTelemetry, TelemetryRecorder, TelemetryStore
 from proxy.config import ProxySettings
-from proxy.control import ControlSnapshot
-from proxy.decision import Backend, Decision, Reason
 from proxy.forward import BackendConfig, Upstream
-from proxy.guardrails.monitor import GuardrailMonitor, LocalLease, RedisLease
-from proxy.guardrails.telemetry import MemoryTelemetry, TelemetryRecorder, TelemetryStore
 from proxy.headers import TrustedProxies
 from proxy.metrics import ProxyMetrics
 from proxy.outcome import OutcomeObserver, RequestOutcome
-from proxy.rules import Funnel
 from proxy.sticky import LocalSticky, StickyStore
-from proxy.store import ControlStore, StoreUnavailable, open_store
-from proxy.watcher import ControlWatcher
 
 log = logging.getLogger("strangler.proxy")
 
@@ -47,6 +51,13 @@ def tune_malloc() -> bool:
 
 
 class ProxyRuntime:
+    """Wires the proxy's parts from the settings and owns their lifecycle (`start`, `stop`).
+
+    The hot path reads `snapshot` (routing state), `sticky` and the upstreams from here;
+    every other part gets only what it uses: the watcher a store and a `publish` callback,
+    the monitor the telemetry, a judge and a kill function, the rollout driver a store.
+    """
+
     def __init__(
         self, settings: ProxySettings, store: ControlStore | None = None,
         sticky: StickyStore | None = None, telemetry: TelemetryStore | None = None,
@@ -69,8 +80,17 @@ class ProxyRuntime:
                 settings.legacy_read_timeout, settings.pool_size)),
         }
         rules_file = Path(settings.rules_file) if settings.rules_file else None
-        self.watcher = ControlWatcher(self, rules_file)
-        self.monitor = GuardrailMonitor(self)
+        self.watcher = ControlWatcher(
+            self.store, rules_file, self.set_snapshot, poll_interval=settings.poll_interval,
+            metrics=self.metrics, redis_url=settings.redis_url,
+        )
+        self.monitor = GuardrailMonitor(
+            store=self.store, telemetry=self.telemetry, rules=self._rules, kills=self._kills,
+            metrics=self.metrics,
+            alert=WebhookAlert(settings.guard_webhook_url) if settings.guard_webhook_url
+            else no_alert,
+        )
+        self.rollouts = RolloutDriver(self.store, self._kills)
         self.lease: LocalLease | RedisLease = (
             RedisLease(settings.redis_url, self.monitor.id, settings.guard_interval * 3)
             if settings.redis_url else LocalLease()
@@ -90,7 +110,7 @@ class ProxyRuntime:
     def _telemetry_store(self) -> TelemetryStore:
         bucket = self.settings.telemetry_bucket_seconds
         if self.settings.redis_url:
-            from proxy.guardrails.telemetry_redis import RedisTelemetry
+            from guardrails.telemetry_redis import RedisTelemetry
 
             return RedisTelemetry(self.settings.redis_url, bucket)
         return MemoryTelemetry(bucket, max_units=self.settings.telemetry_max_units)
@@ -149,9 +169,30 @@ class ProxyRuntime:
             try:
                 if await asyncio.to_thread(self.lease.hold):
                     await self.flush_telemetry()
-                    await asyncio.to_thread(self.monitor.tick)
+                    await asyncio.to_thread(self.guard_tick)
             except Exception:
                 log.exception("guardrail monitor tick failed")
+
+    def guard_tick(self, now: float | None = None) -> dict[str, Any]:
+        """One tick of the monitor and the rollout driver; the report goes to the store
+        (blocking: run it in a thread)."""
+        now = time.time() if now is None else now
+        report = self.monitor.tick(now)
+        try:
+            report["rollouts"] = self.rollouts.advance(report, now)
+        except StoreUnavailable as exc:
+            log.warning("rollouts not advanced: %s", exc)
+        try:
+            store_report(self.store, report)
+        except StoreUnavailable as exc:
+            log.warning("guardrail report not stored: %s", exc)
+        return report
+
+    def _rules(self) -> RuleSet | None:
+        return self.snapshot.rules
+
+    def _kills(self) -> frozenset[str]:
+        return self.snapshot.kills
 
     def set_snapshot(self, snapshot: ControlSnapshot) -> None:
         previous = self.snapshot

@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from typing import Protocol
 
-from proxy.decision import Backend
+from control.decision import Backend
 
 
 class StickyStore(Protocol):

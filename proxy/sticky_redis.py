@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from proxy.decision import Backend
+from control.decision import Backend
 from proxy.sticky import LocalSticky
 
 log = logging.getLogger("strangler.sticky")

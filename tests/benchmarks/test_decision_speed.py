@@ -1,7 +1,7 @@
 """Microbenchmark: context extraction plus the routing decision, on a large rule set.
 
 The rule set is generated: 50 funnels x 30 countries (one rule per country, quoted because YAML reads NO as false, then a '*'
-rule: 1,550 rules), loaded with `proxy.rules_loader.load_rules_text` like a real file. The
+rule: 1,550 rules), loaded with `control.rules_loader.load_rules_text` like a real file. The
 requests carry realistic browser headers (cookies, tracing, forwarding, ...), across
 funnels (by header and by path prefix), countries, cookie and header sessions, minted
 units and contract paths naming an id.
@@ -26,10 +26,10 @@ from typing import Any
 
 import pytest
 
+from control.decision import RequestContext, decide
+from control.rules import RuleSet
+from control.rules_loader import load_rules_text
 from proxy.context import extract_context
-from proxy.decision import RequestContext, decide
-from proxy.rules import RuleSet
-from proxy.rules_loader import load_rules_text
 
 FUNNELS = 50
 COUNTRIES = (

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from cli.ops import status_data as cli_status_data
-from proxy.status import status_data
+from control.status import status_data
 from tests.integration.conftest import RULES, Stack
 
 TOKEN = "tok-" + uuid.uuid4().hex

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from proxy.guardrails.monitor import REPORT_KEY
+from guardrails.monitor import REPORT_KEY
 
 RULES = """\
 schema: 1
@@ -106,7 +106,7 @@ def test_burning_the_error_budget_trips_the_kill_switch(make_stack):
 
 
 def test_the_trip_stays_latched_until_a_person_clears_it(make_stack):
-    from proxy import control
+    from control import operations as control
 
     stack = make_stack(rules=RULES, **FAST)
     stack.core_app.force_status = 500
@@ -144,7 +144,8 @@ def test_no_traffic_is_insufficient_data_and_never_trips(make_stack):
 def test_a_staged_rollout_advances_on_passing_guardrails_and_stops_on_a_trip(make_stack):
     from decimal import Decimal
 
-    from proxy import control, rollout
+    from control import operations as control
+    from control import rollout
 
     stack = make_stack(rules=RULES, **FAST)
     plan = rollout.new_rollout("warranties", "FR", [Decimal(p) for p in ("20", "60", "100")],
@@ -178,10 +179,10 @@ def test_a_staged_rollout_advances_on_passing_guardrails_and_stops_on_a_trip(mak
 def test_replicas_pool_telemetry_in_redis_and_one_monitor_trips(redis_clean_url, tmp_path):
     from contextlib import ExitStack
 
-    from proxy import control
+    from control import operations as control
+    from control.store.redis_store import RedisControlStore
     from proxy.config import ProxySettings
     from proxy.main import UVICORN_OPTIONS, create_app
-    from proxy.store.redis_store import RedisControlStore
     from tests.support.backends import EchoBackend
     from tests.support.servers import serve
 

@@ -10,8 +10,8 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from proxy import control
-from proxy.store.sqlite_store import SqliteControlStore
+from control import operations as control
+from control.store.sqlite_store import SqliteControlStore
 from tests.integration.conftest import RULES
 
 FR = {"X-Checkout-Funnel": "warranties", "X-Country": "FR"}

@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy import control
+from control import operations as control
+from control.store.redis_store import RedisControlStore
 from proxy.config import ProxySettings
 from proxy.main import UVICORN_OPTIONS, create_app
-from proxy.store.redis_store import RedisControlStore
 from tests.integration.conftest import RULES
 from tests.support.backends import EchoBackend
 from tests.support.faults import redis_process, stalling_proxy

@@ -10,10 +10,10 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from proxy import control
+from control import operations as control
+from control.store.redis_store import RedisControlStore
 from proxy.config import ProxySettings
 from proxy.main import UVICORN_OPTIONS, create_app
-from proxy.store.redis_store import RedisControlStore
 from tests.integration.conftest import RULES
 from tests.support.backends import EchoBackend
 from tests.support.redis_server import own_redis_server

@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from proxy.decision import Backend
+from control.decision import Backend
 from proxy.sticky_redis import RedisSticky
 
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.blast_radius import OTHERS, blast_radius
-from proxy.rules_loader import load_rules_text
+from control.blast_radius import OTHERS, blast_radius
+from control.rules_loader import load_rules_text
 
 
 def rules(ie: str = "50", rest: str = "0", salt: str = "s1", extra: str = "") -> object:

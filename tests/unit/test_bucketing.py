@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.bucketing import BUCKETS, bucket, normalized_hash
+from control.bucketing import BUCKETS, bucket, normalized_hash
 
 VECTORS = json.loads(
     (Path(__file__).resolve().parents[3] / "shared" / "vectors" /

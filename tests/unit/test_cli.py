@@ -461,8 +461,8 @@ def test_rollout_needs_guardrails_on_the_funnel(strangler, db, rules_file):
 
 
 def _store_report(db, report):
-    from proxy.guardrails.monitor import REPORT_KEY
-    from proxy.store.sqlite_store import SqliteControlStore
+    from control.store.sqlite_store import SqliteControlStore
+    from guardrails.monitor import REPORT_KEY
 
     store = SqliteControlStore(db[1])
     store.set_meta(REPORT_KEY, json.dumps(report))

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from control.rules_loader import load_rules_text
 from proxy.context import entity_id, extract_context, normalize_path, quote_path, unit_of
-from proxy.rules_loader import load_rules_text
 
 RULES = load_rules_text("""\
 context:

@@ -1,4 +1,4 @@
-"""proxy.control against a real SQLite control store."""
+"""control.operations against a real SQLite control store."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from proxy import control
-from proxy.control import ControlError
-from proxy.rules_loader import RulesError, load_rules_text, rules_digest
-from proxy.store import AuditEntry, RulesVersion, VersionConflict
-from proxy.store.sqlite_store import SqliteControlStore
+from control import operations as control
+from control.operations import ControlError
+from control.rules_loader import RulesError, load_rules_text, rules_digest
+from control.store import AuditEntry, RulesVersion, VersionConflict
+from control.store.sqlite_store import SqliteControlStore
 
 SAMPLE = Path(__file__).resolve().parents[2] / "rules" / "checkout.yaml"
 

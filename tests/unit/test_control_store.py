@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from proxy.store import AuditEntry, ControlStore, KillSwitch, RulesVersion, VersionConflict
-from proxy.store.redis_store import RedisControlStore
-from proxy.store.sqlite_store import SqliteControlStore
+from control.store import AuditEntry, ControlStore, KillSwitch, RulesVersion, VersionConflict
+from control.store.redis_store import RedisControlStore
+from control.store.sqlite_store import SqliteControlStore
 
 StoreFactory = Callable[[], ControlStore]
 

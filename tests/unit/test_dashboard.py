@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from proxy.dashboard.actions import ApiError, parse_switch_request
-from proxy.dashboard.handler import is_dashboard_path, json_bytes
-from proxy.dashboard.series import SeriesCache, arm_point, minute_starts
-from proxy.guardrails.model import LATENCY_BOUNDS_MS, N_LATENCY_BUCKETS, ArmStats, FunnelWindow
+from admin.dashboard.actions import ApiError, parse_switch_request
+from admin.dashboard.handler import is_dashboard_path, json_bytes
+from admin.dashboard.series import SeriesCache, arm_point, minute_starts
+from guardrails.model import LATENCY_BOUNDS_MS, N_LATENCY_BUCKETS, ArmStats, FunnelWindow
 
 FUNNELS = frozenset({"warranties", "accessories"})
 

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.bucketing import bucket
+from control.bucketing import bucket
+from control.decision import Backend, Decision, Reason, decide, owner_of
+from control.rules_loader import load_rules_text
 from proxy.context import extract_context
-from proxy.decision import Backend, Decision, Reason, decide, owner_of
-from proxy.rules_loader import load_rules_text
 
 RULES = load_rules_text("""\
 schema: 1

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from proxy.admin_access import bearer_ok, is_admin_path, on_port
-from proxy.decision import Backend, Decision, Reason
+from admin.access import bearer_ok, is_admin_path, on_port
+from control.decision import Backend, Decision, Reason
 from proxy.hygiene import BodyTimeout, framing_problem, timed_receive
 from proxy.main import UVICORN_OPTIONS
 from proxy.override import apply_override, forced_backend

@@ -4,9 +4,9 @@ from decimal import Decimal
 
 import pytest
 
-from proxy import rollout
-from proxy.rollout import Command, State, new_rollout, step
-from proxy.store.sqlite_store import SqliteControlStore
+from control import rollout
+from control.rollout import Command, State, new_rollout, step
+from control.store.sqlite_store import SqliteControlStore
 
 
 def plan(hold: float = 60, now: float = 1000.0):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.rules_loader import RulesError, load_rules_file, load_rules_text
+from control.rules_loader import RulesError, load_rules_file, load_rules_text
 
 SAMPLE = Path(__file__).resolve().parents[2] / "rules" / "checkout.yaml"
 

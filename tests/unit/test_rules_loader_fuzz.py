@@ -19,8 +19,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.rules import RuleSet
-from proxy.rules_loader import RulesError, load_rules_text
+from control.rules import RuleSet
+from control.rules_loader import RulesError, load_rules_text
 
 SAMPLE = (Path(__file__).resolve().parents[2] / "rules" / "checkout.yaml").read_text()
 SAMPLE_LINES = SAMPLE.splitlines(keepends=True)
@@ -128,7 +128,7 @@ def test_the_sample_itself_loads() -> None:
     assert isinstance(load_rules_text(SAMPLE, "1"), RuleSet)
 
 
-# -- inputs that break the loader today (proxy/rules_loader.py; reported, not fixed here) ---
+# -- inputs that break the loader today (control/rules_loader.py; reported, not fixed here) ---
 
 CRASHERS = {
     "recursive alias": "a: &a [*a]\n",
@@ -161,7 +161,7 @@ LAUGHS = "\n".join(
 
 
 def test_alias_expansion_is_bounded() -> None:
-    code = ("import sys; from proxy.rules_loader import load_rules_text, RulesError\n"
+    code = ("import sys; from control.rules_loader import load_rules_text, RulesError\n"
             "try: load_rules_text(sys.stdin.read(), '1')\nexcept RulesError: pass\n")
     subprocess.run([sys.executable, "-c", code], input=LAUGHS, text=True, timeout=3,
                    check=True, cwd=Path(__file__).resolve().parents[2])

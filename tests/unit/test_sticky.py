@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.decision import Backend
+from control.decision import Backend
 from proxy.sticky import LocalSticky
 
 

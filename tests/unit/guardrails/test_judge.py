@@ -8,22 +8,22 @@ from itertools import pairwise
 
 import pytest
 
-from proxy.guardrails.judge import (
+from guardrails.judge import (
     BUSINESS,
     FunnelJudgement,
     GuardrailResult,
     comparison_alpha,
     judge_funnel,
 )
-from proxy.guardrails.model import (
+from guardrails.model import (
     LATENCY_BOUNDS_MS,
     N_LATENCY_BUCKETS,
     ArmStats,
     FunnelWindow,
     Verdict,
 )
-from proxy.guardrails.simulate import ArmModel
-from proxy.guardrails.spec import GuardrailsSpec
+from guardrails.simulate import ArmModel
+from guardrails.spec import GuardrailsSpec
 
 SPEC = GuardrailsSpec()
 P, F, I = Verdict.PASS, Verdict.FAIL, Verdict.INSUFFICIENT

@@ -1,6 +1,6 @@
 """The judge's operating characteristics, on a budget: A/A false trips and detection.
 
-The figures of docs/guardrails.md come from `python -m proxy.guardrails.simulate` with
+The figures of docs/guardrails.md come from `python -m guardrails.simulate` with
 1,000 A/A runs; these seeded runs are smaller so that they stay fast, and their limits
 leave room so that they are not flaky.
 """
@@ -12,7 +12,7 @@ import statistics
 
 import pytest
 
-from proxy.guardrails.simulate import (
+from guardrails.simulate import (
     AA,
     AT_LIMITS,
     REGRESSIONS,
@@ -24,7 +24,7 @@ from proxy.guardrails.simulate import (
     simulate_srm,
     summarize,
 )
-from proxy.guardrails.spec import GuardrailsSpec
+from guardrails.spec import GuardrailsSpec
 
 
 @pytest.mark.parametrize(("n", "p"), [(25, 0.001), (25, 0.3), (25, 0.95), (1000, 0.05),

@@ -4,7 +4,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from proxy.guardrails.spec import GuardrailsSpec, merge_guardrails, parse_duration
+from guardrails.spec import GuardrailsSpec, merge_guardrails, parse_duration
 
 
 @pytest.mark.parametrize(("text", "seconds"), [

@@ -6,8 +6,8 @@ from itertools import pairwise
 
 import pytest
 
-from proxy.guardrails.model import LATENCY_BOUNDS_MS, N_LATENCY_BUCKETS, latency_bucket
-from proxy.guardrails.stats import (
+from guardrails.model import LATENCY_BOUNDS_MS, N_LATENCY_BUCKETS, latency_bucket
+from guardrails.stats import (
     Interval,
     bernoulli_cs,
     clopper_pearson,

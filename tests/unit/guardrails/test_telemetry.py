@@ -4,10 +4,10 @@ import time
 
 import pytest
 
-from proxy.decision import Backend, Reason
-from proxy.guardrails.model import latency_bucket
-from proxy.guardrails.telemetry import MemoryTelemetry, TelemetryRecorder
-from proxy.guardrails.telemetry_redis import RedisTelemetry
+from control.decision import Backend, Reason
+from guardrails.model import latency_bucket
+from guardrails.telemetry import MemoryTelemetry, TelemetryRecorder
+from guardrails.telemetry_redis import RedisTelemetry
 from proxy.outcome import RequestOutcome
 
 

@@ -1,7 +1,7 @@
 """The rules file format: pydantic models, validated once at load.
 
 These models describe the YAML a release manager writes. They are compiled into the
-frozen, hot-path friendly objects of `proxy.rules` right after validation; nothing on the
+frozen, hot-path friendly objects of `control.rules` right after validation; nothing on the
 request path touches them.
 """
 
@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 import pycountry
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from proxy.guardrails.spec import GuardrailsSpec
+from guardrails.spec import GuardrailsSpec
 
 HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
 IDENTIFIER = r"^[a-z0-9][a-z0-9_.-]{0,62}$"

@@ -2,7 +2,7 @@
 
 Pure and stateless: the monitor may call it after every tick, forever. The comparisons of
 conversion, payment success and p95 latency use time-uniform confidence sequences
-(`proxy.guardrails.stats`), so looking again and again does not inflate the false-trip
+(`guardrails.stats`), so looking again and again does not inflate the false-trip
 rate. The overall level `alpha` is split evenly over those enabled comparisons, and each
 comparison's share evenly over its two arms (a union bound: the comparison can only be
 wrong if one arm's sequence misses its true value). One-sided outcomes:
@@ -23,8 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.guardrails.model import LATENCY_BOUNDS_MS, ArmStats, FunnelWindow, Verdict
-from proxy.guardrails.spec import (
+from guardrails.model import LATENCY_BOUNDS_MS, ArmStats, FunnelWindow, Verdict
+from guardrails.spec import (
     BurnWindowSpec,
     ConversionSpec,
     ErrorBudgetSpec,
@@ -33,7 +33,7 @@ from proxy.guardrails.spec import (
     PaymentSuccessSpec,
     SampleRatioSpec,
 )
-from proxy.guardrails.stats import (
+from guardrails.stats import (
     Interval,
     QuantileBounds,
     bernoulli_cs,

@@ -17,7 +17,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from proxy.store import ControlStore
+from control.store import ControlStore
 
 INDEX_KEY = "rollouts:index"
 

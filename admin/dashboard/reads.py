@@ -5,13 +5,12 @@ Every function here blocks on the store: call them in a worker thread.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from typing import Any
 
-from proxy import rollout
-from proxy.guardrails.monitor import REPORT_KEY
-from proxy.store import ControlStore
+from control import rollout
+from control.store import ControlStore
+from guardrails.report import read_report
 
 MAX_AUDIT = 500
 ROLLOUT_HISTORY = 5
@@ -20,8 +19,7 @@ ROLLOUT_HISTORY = 5
 def guardrail_report(store: ControlStore, local: dict[str, Any]) -> dict[str, Any]:
     """The guardrail monitor's latest report: the stored one (written by whichever replica
     holds the monitor lease) or this replica's own, whichever is newer."""
-    raw = store.get_meta(REPORT_KEY)
-    stored: dict[str, Any] = json.loads(raw) if raw else {}
+    stored = read_report(store)
     newest = max((stored, local), key=lambda r: float(r.get("at") or 0.0))
     return newest or {"at": None, "funnels": {}}
 

@@ -18,8 +18,8 @@ import math
 import threading
 from typing import Any, Protocol
 
-from proxy.guardrails.model import LATENCY_BOUNDS_MS, ArmStats, FunnelWindow
-from proxy.guardrails.stats import histogram_quantile
+from guardrails.model import LATENCY_BOUNDS_MS, ArmStats, FunnelWindow
+from guardrails.stats import histogram_quantile
 
 STEP_SECONDS = 60
 DEFAULT_MINUTES = 60

@@ -15,24 +15,47 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from proxy.control import import_rules_file, read_snapshot
-from proxy.rules_loader import RulesError
-from proxy.store import StoreUnavailable
-
-if TYPE_CHECKING:
-    from proxy.runtime import ProxyRuntime
+from control.operations import ControlSnapshot, import_rules_file, read_snapshot
+from control.rules_loader import RulesError
+from control.store import ControlStore, StoreUnavailable
 
 log = logging.getLogger("strangler.watcher")
 
 
+class Counter(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class WatcherMetrics(Protocol):
+    """The counters the watcher adds to (`proxy.metrics.ProxyMetrics` has them)."""
+
+    @property
+    def reload_failures(self) -> Counter: ...
+
+    @property
+    def store_errors(self) -> Counter: ...
+
+
 class ControlWatcher:
-    def __init__(self, runtime: ProxyRuntime, rules_file: Path | None) -> None:
-        self.rt = runtime
+    """Reads the control state from `store` (and imports `rules_file` into it) and hands
+    every new snapshot to `publish`; `redis_url` adds a pub/sub wake-up to the polling."""
+
+    def __init__(
+        self, store: ControlStore, rules_file: Path | None,
+        publish: Callable[[ControlSnapshot], None], *, poll_interval: float,
+        metrics: WatcherMetrics, redis_url: str | None = None,
+    ) -> None:
+        self.store = store
         self.rules_file = rules_file
-        self.interval = runtime.settings.poll_interval
+        self.publish = publish
+        self.interval = poll_interval
+        self.metrics = metrics
+        self.redis_url = redis_url
+        self.snapshot = ControlSnapshot(0, None, frozenset(), "not loaded yet")
         self.last_error: str | None = None
         self.last_refresh: float | None = None
         self._file_sig: tuple[float, int] | None = None
@@ -45,11 +68,11 @@ class ControlWatcher:
     async def start(self) -> None:
         await self.check_file()
         await self.refresh(force=True)
-        if self.rt.snapshot.rules is None:
+        if self.snapshot.rules is None:
             log.error("no valid rules could be loaded (%s): every request goes to legacy",
-                      self.rt.snapshot.rules_error)
+                      self.snapshot.rules_error)
         self._tasks.append(asyncio.create_task(self._loop(), name="strangler-watcher"))
-        if self.rt.settings.redis_url:
+        if self.redis_url:
             self._tasks.append(asyncio.create_task(self._listen(), name="strangler-pubsub"))
 
     async def stop(self) -> None:
@@ -75,7 +98,7 @@ class ControlWatcher:
         try:
             stat = await asyncio.to_thread(os.stat, path)
         except OSError as exc:
-            if self._file_sig is not None or self.rt.snapshot.rules is None:
+            if self._file_sig is not None or self.snapshot.rules is None:
                 log.error("rules file %s unreadable: %s", path, exc)
             self._file_sig = None
             return
@@ -85,10 +108,10 @@ class ControlWatcher:
         self._file_sig = signature
         try:
             record = await asyncio.to_thread(
-                import_rules_file, self.rt.store, path, actor="file-watcher"
+                import_rules_file, self.store, path, actor="file-watcher"
             )
         except RulesError as exc:
-            self.rt.metrics.reload_failures.inc()
+            self.metrics.reload_failures.inc()
             log.error("rules file rejected, the last good rules keep serving:\n%s", exc)
         except (StoreUnavailable, OSError) as exc:
             self._file_sig = None  # try again on the next tick
@@ -99,17 +122,18 @@ class ControlWatcher:
 
     async def refresh(self, force: bool = False) -> None:
         try:
-            epoch = await asyncio.to_thread(self.rt.store.epoch)
-            if force or epoch != self.rt.snapshot.epoch:
-                previous = self.rt.snapshot
-                snapshot = await asyncio.to_thread(read_snapshot, self.rt.store, previous)
+            epoch = await asyncio.to_thread(self.store.epoch)
+            if force or epoch != self.snapshot.epoch:
+                previous = self.snapshot
+                snapshot = await asyncio.to_thread(read_snapshot, self.store, previous)
                 if snapshot.rules_error and previous.rules is not None and (
                     snapshot.rules is previous.rules
                 ):
-                    self.rt.metrics.reload_failures.inc()
-                self.rt.set_snapshot(snapshot)
+                    self.metrics.reload_failures.inc()
+                self.snapshot = snapshot
+                self.publish(snapshot)
         except StoreUnavailable as exc:
-            self.rt.metrics.store_errors.inc()
+            self.metrics.store_errors.inc()
             if self.last_error is None:
                 log.error("control store unavailable, keeping the last known state: %s", exc)
             self.last_error = str(exc)
@@ -124,9 +148,9 @@ class ControlWatcher:
         import redis.asyncio as aioredis
         from redis.exceptions import RedisError
 
-        from proxy.store.redis_store import CHANNEL
+        from control.store.redis_store import CHANNEL
 
-        url = self.rt.settings.redis_url
+        url = self.redis_url
         assert url is not None
         while True:
             client = aioredis.Redis.from_url(url)

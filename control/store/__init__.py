@@ -5,7 +5,7 @@ Two adapters share one port: SQLite (embedded default) and Redis (distributed mo
 
 from __future__ import annotations
 
-from proxy.store.base import (
+from control.store.base import (
     AuditEntry,
     ControlStore,
     KillSwitch,
@@ -18,10 +18,10 @@ from proxy.store.base import (
 def open_store(redis_url: str | None, db_path: str) -> ControlStore:
     """The store the settings ask for: Redis when a URL is given, else the SQLite file."""
     if redis_url:
-        from proxy.store.redis_store import RedisControlStore
+        from control.store.redis_store import RedisControlStore
 
         return RedisControlStore(redis_url)
-    from proxy.store.sqlite_store import SqliteControlStore
+    from control.store.sqlite_store import SqliteControlStore
 
     return SqliteControlStore(db_path)
 

@@ -1,4 +1,4 @@
-"""Kill and unkill from the dashboard: parse the request, then use `proxy.control`.
+"""Kill and unkill from the dashboard: parse the request, then use `control.operations`.
 
 A request body is a JSON object `{"funnel": str | null, "reason": str, "name": str}`:
 `funnel` null or absent means the global switch, `reason` is required (it goes to the
@@ -13,9 +13,9 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from proxy import control
-from proxy.decision import GLOBAL_SCOPE
-from proxy.store import ControlStore
+from control import operations
+from control.decision import GLOBAL_SCOPE
+from control.store import ControlStore
 
 ACTOR = "dashboard"
 MAX_REASON = 500
@@ -82,14 +82,14 @@ def parse_switch_request(body: bytes, funnels: Collection[str]) -> SwitchRequest
 
 def trip(store: ControlStore, request: SwitchRequest) -> dict[str, Any]:
     """Set the kill switch (blocking: run it in a thread)."""
-    switch = control.kill(store, request.funnel, actor=request.actor, reason=request.reason)
+    switch = operations.kill(store, request.funnel, actor=request.actor, reason=request.reason)
     return {"scope": switch.scope, "killed": True, "actor": switch.actor,
             "reason": switch.reason, "at": switch.at}
 
 
 def clear(store: ControlStore, request: SwitchRequest) -> dict[str, Any]:
     """Clear the kill switch (blocking: run it in a thread)."""
-    previous = control.unkill(store, request.funnel, actor=request.actor,
+    previous = operations.unkill(store, request.funnel, actor=request.actor,
                               reason=request.reason)
     return {
         "scope": request.scope, "killed": False, "cleared": previous is not None,

@@ -14,10 +14,10 @@ from typing import Any
 
 import yaml
 
-from proxy.decision import GLOBAL_SCOPE
-from proxy.rules import RuleSet
-from proxy.rules_loader import RulesError, load_rules_text, parse_rules, rules_digest
-from proxy.store import AuditEntry, ControlStore, KillSwitch, RulesVersion
+from control.decision import GLOBAL_SCOPE
+from control.rules import RuleSet
+from control.rules_loader import RulesError, load_rules_text, parse_rules, rules_digest
+from control.store import AuditEntry, ControlStore, KillSwitch, RulesVersion
 
 log = logging.getLogger("strangler.control")
 

@@ -6,8 +6,9 @@ import time
 
 import redis
 
-from proxy.guardrails.model import ArmStats, FunnelWindow
-from proxy.guardrails.telemetry import (
+from control.store.base import StoreUnavailable
+from guardrails.model import ArmStats, FunnelWindow
+from guardrails.telemetry import (
     ARMS,
     COARSE_SECONDS,
     UNIT_KINDS,
@@ -16,7 +17,6 @@ from proxy.guardrails.telemetry import (
     bucket_starts,
     granularity,
 )
-from proxy.store.base import StoreUnavailable
 
 PREFIX = "strangler:tm"
 

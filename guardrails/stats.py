@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from itertools import accumulate
 
-from proxy.guardrails.model import LATENCY_BOUNDS_MS
+from guardrails.model import LATENCY_BOUNDS_MS
 
 JEFFREYS = (0.5, 0.5)  # Beta prior of the mixture: scale-free, good for rare and common rates
 SRM_CONCENTRATION = 100.0  # Beta(k p0, k (1-p0)) prior of the sample-ratio test

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from proxy.store.base import (
+from control.store.base import (
     AuditEntry,
     KillSwitch,
     RulesVersion,

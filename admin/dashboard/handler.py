@@ -30,15 +30,15 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
 
-from proxy.admin_access import bearer_ok, on_port
+from admin.access import bearer_ok, on_port
+from admin.dashboard import actions, reads
+from admin.dashboard.series import DEFAULT_MINUTES, SeriesCache
+from control.status import status_data
+from control.store import StoreUnavailable
 from proxy.context import normalize_path
-from proxy.dashboard import actions, reads
-from proxy.dashboard.series import DEFAULT_MINUTES, SeriesCache
 from proxy.hygiene import BodyTimeout, timed_receive
 from proxy.problems import send_problem
 from proxy.runtime import ProxyRuntime
-from proxy.status import status_data
-from proxy.store import StoreUnavailable
 
 log = logging.getLogger("strangler.dashboard")
 
@@ -77,7 +77,7 @@ def is_dashboard_path(path: str) -> bool:
 
 
 def load_assets() -> dict[str, bytes]:
-    package = resources.files("proxy.dashboard")
+    package = resources.files("admin.dashboard")
     return {name: (package / name).read_bytes() for name in ASSETS}
 
 

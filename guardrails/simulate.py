@@ -7,7 +7,7 @@ burn-rate windows to `judge_funnel`, as the monitor does. A run ends at the firs
 (the kill switch latches) or after `samples` requests per arm. Every request counts for
 every metric, so "samples per arm" is the number of observations of each metric.
 
-    python -m proxy.guardrails.simulate --runs 1000 --detect-runs 200 --seed 1
+    python -m guardrails.simulate --runs 1000 --detect-runs 200 --seed 1
 """
 
 from __future__ import annotations
@@ -25,16 +25,16 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 
-from proxy.guardrails.judge import BUSINESS, judge_funnel, judge_sample_ratio
-from proxy.guardrails.model import (
+from guardrails.judge import BUSINESS, judge_funnel, judge_sample_ratio
+from guardrails.model import (
     LATENCY_BOUNDS_MS,
     N_LATENCY_BUCKETS,
     ArmStats,
     FunnelWindow,
     Verdict,
 )
-from proxy.guardrails.spec import GuardrailsSpec, SampleRatioSpec
-from proxy.guardrails.stats import clopper_pearson
+from guardrails.spec import GuardrailsSpec, SampleRatioSpec
+from guardrails.stats import clopper_pearson
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,7 +291,7 @@ def _n(x: float | None) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m proxy.guardrails.simulate",
+    p = argparse.ArgumentParser(prog="python -m guardrails.simulate",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=1000, help="A/A runs")
     p.add_argument("--detect-runs", type=int, default=200, help="runs per regression")

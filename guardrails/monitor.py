@@ -9,7 +9,8 @@ Each tick, for every funnel with guardrails:
 - the error budget uses the SRE burn-rate windows, trailing from now;
 - a failure sets the kill switch (funnel or global, as configured) with the evidence,
   unless it is already set; the switch stays latched until a person clears it;
-- the report of the tick is written to the control store for `strangler guard status`.
+- the report of the tick goes to the caller, which adds the rollouts (`control.rollout_driver`)
+  and stores it for `strangler guard status` (`guardrails.report`).
 Missing telemetry never trips and never passes: the report says so and an alert is raised.
 """
 
@@ -20,22 +21,21 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from proxy import control, rollout
-from proxy.decision import GLOBAL_SCOPE
-from proxy.guardrails.judge import FunnelJudgement, judge_funnel
-from proxy.guardrails.model import Verdict
-from proxy.rules import Funnel, RuleSet
-from proxy.store import StoreUnavailable
-
-if TYPE_CHECKING:
-    from proxy.runtime import ProxyRuntime
+from control import operations
+from control.decision import GLOBAL_SCOPE, is_killed
+from control.rules import Funnel, RuleSet
+from control.store import ControlStore, StoreUnavailable
+from guardrails.judge import FunnelJudgement, judge_funnel
+from guardrails.model import Verdict
+from guardrails.report import REPORT_KEY
+from guardrails.telemetry import TelemetryStore
 
 log = logging.getLogger("strangler.guardrails")
 
-REPORT_KEY = "guard:report"
 TRAFFIC_WINDOW = 60.0
 MONITOR_ACTOR = "guardrail-monitor"
 VERDICT_VALUE = {Verdict.PASS: 1, Verdict.INSUFFICIENT: 0, Verdict.FAIL: -1}
@@ -66,9 +66,69 @@ def expected_core_share(funnel: Funnel, rule_units: dict[str, dict[str, int]]) -
     return expected / units
 
 
+class Gauge(Protocol):
+    def set(self, value: float) -> None: ...
+
+
+class LabeledGauge(Protocol):
+    def labels(self, *values: str) -> Gauge: ...
+
+
+class Counter(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class LabeledCounter(Protocol):
+    def labels(self, *values: str) -> Counter: ...
+
+
+class GuardMetrics(Protocol):
+    """The Prometheus metrics the monitor exports (`proxy.metrics.ProxyMetrics` has them)."""
+
+    @property
+    def guard_telemetry_up(self) -> Gauge: ...
+
+    @property
+    def guard_verdict(self) -> LabeledGauge: ...
+
+    @property
+    def guard_estimate(self) -> LabeledGauge: ...
+
+    @property
+    def guard_trips(self) -> LabeledCounter: ...
+
+
+Alert = Callable[[dict[str, Any]], None]
+Kill = Callable[..., object]
+Judge = Callable[..., FunnelJudgement]
+
+
+def no_alert(payload: dict[str, Any]) -> None:
+    """The alert when no webhook is configured: the log line is the alert."""
+
+
 class GuardrailMonitor:
-    def __init__(self, runtime: ProxyRuntime) -> None:
-        self.rt = runtime
+    """Judges every funnel with guardrails on each `tick` and trips on a failure.
+
+    It takes what it uses: the telemetry to judge, the control store (monitoring epochs, and
+    where `kill` writes a trip), the routing state it judges (`rules`, `kills`), a judge, a
+    kill function, the metrics to export and an alert for trips and missing telemetry.
+    """
+
+    def __init__(
+        self, *, store: ControlStore, telemetry: TelemetryStore,
+        rules: Callable[[], RuleSet | None], kills: Callable[[], frozenset[str]],
+        metrics: GuardMetrics, alert: Alert = no_alert, judge: Judge = judge_funnel,
+        kill: Kill = operations.kill,
+    ) -> None:
+        self.store = store
+        self.telemetry = telemetry
+        self.rules = rules
+        self.kills = kills
+        self.metrics = metrics
+        self.alert = alert
+        self.judge = judge
+        self.kill = kill
         self.id = uuid.uuid4().hex[:12]
         self.last_report: dict[str, Any] = {}
         self._telemetry_ok = True
@@ -77,7 +137,7 @@ class GuardrailMonitor:
 
     def tick(self, now: float | None = None) -> dict[str, Any]:
         now = time.time() if now is None else now
-        rules = self.rt.snapshot.rules
+        rules = self.rules()
         report: dict[str, Any] = {"at": now, "monitor": self.id, "funnels": {},
                                   "rules_version": rules.version if rules else None,
                                   "telemetry": "ok"}
@@ -92,27 +152,19 @@ class GuardrailMonitor:
                 report["error"] = str(exc)
                 log.error("guardrails: telemetry unavailable, rollouts freeze, no trip: %s", exc)
         telemetry_ok = report["telemetry"] == "ok"
-        self.rt.metrics.guard_telemetry_up.set(1 if telemetry_ok else 0)
+        self.metrics.guard_telemetry_up.set(1 if telemetry_ok else 0)
         if not telemetry_ok and self._telemetry_ok:
-            self._notify_webhook({"event": "guardrail.telemetry_unavailable", "at": now,
-                                  "error": report.get("error")})
+            self.alert({"event": "guardrail.telemetry_unavailable", "at": now,
+                        "error": report.get("error")})
         self._telemetry_ok = telemetry_ok
-        try:
-            report["rollouts"] = self._rollouts(report, now)
-        except StoreUnavailable as exc:
-            log.warning("rollouts not advanced: %s", exc)
         self.last_report = report
-        try:
-            self.rt.store.set_meta(REPORT_KEY, json.dumps(report, default=str))
-        except StoreUnavailable as exc:
-            log.warning("guardrail report not stored: %s", exc)
         return report
 
     def _traffic(self, rules: RuleSet, now: float) -> dict[str, dict[str, dict[str, float]]]:
         """Requests per second per funnel, country and backend over the last minute."""
         out: dict[str, dict[str, dict[str, float]]] = {}
         for funnel in rules.funnels:
-            per_country = self.rt.telemetry.countries(funnel.name, now - TRAFFIC_WINDOW, now)
+            per_country = self.telemetry.countries(funnel.name, now - TRAFFIC_WINDOW, now)
             out[funnel.name] = {
                 country: {arm: round(stats.requests / TRAFFIC_WINDOW, 3)
                           for arm, stats in arms.items()}
@@ -121,7 +173,7 @@ class GuardrailMonitor:
         return out
 
     def epoch_start(self, funnel: Funnel, now: float) -> float:
-        store = self.rt.store
+        store = self.store
         key = f"guard:epoch:{funnel.name}"
         digest = funnel_digest(funnel)
         raw = store.get_meta(key)
@@ -139,7 +191,7 @@ class GuardrailMonitor:
     def _check(self, rules: RuleSet, funnel: Funnel, now: float) -> dict[str, Any]:
         spec = funnel.guardrails
         assert spec is not None
-        telemetry = self.rt.telemetry
+        telemetry = self.telemetry
         since = self.epoch_start(funnel, now)
         cumulative = telemetry.window(funnel.name, since, now)
         # Burn windows trail from now but never reach back past the epoch: errors from
@@ -149,64 +201,26 @@ class GuardrailMonitor:
             for seconds in spec.burn_window_seconds()
         }
         share = expected_core_share(funnel, telemetry.rule_units(funnel.name, since, now))
-        judgement = judge_funnel(spec, cumulative, burn, share)
+        judgement = self.judge(spec, cumulative, burn, share)
         self._export(funnel.name, judgement)
         entry: dict[str, Any] = {
             "verdict": judgement.verdict.value, "trips": judgement.trips,
             "sample_ratio_mismatch": judgement.sample_ratio_mismatch, "since": since,
             "configured_core_share": share,
             "guardrails": [asdict(r) for r in judgement.results],
-            "killed": self._killed(funnel),
+            "killed": is_killed(self.kills(), funnel.name),
         }
         if judgement.trips and not entry["killed"]:
             entry["tripped"] = self._trip(rules, funnel, judgement, entry, now)
         return entry
 
-    def _killed(self, funnel: Funnel) -> bool:
-        kills = self.rt.snapshot.kills
-        return GLOBAL_SCOPE in kills or funnel.name in kills
-
     def _export(self, funnel: str, judgement: FunnelJudgement) -> None:
-        m = self.rt.metrics
+        m = self.metrics
         for r in judgement.results:
             m.guard_verdict.labels(funnel, r.name).set(VERDICT_VALUE[r.verdict])
             for arm, value in (("core", r.core_estimate), ("legacy", r.legacy_estimate)):
                 if value is not None:
                     m.guard_estimate.labels(funnel, r.name, arm).set(value)
-
-    # -- staged rollouts ------------------------------------------------------------------------
-
-    def _rollouts(self, report: dict[str, Any], now: float) -> list[dict[str, Any]]:
-        """Advance every active rollout by one tick (see proxy.rollout)."""
-        store = self.rt.store
-        seen = []
-        for current in rollout.all_rollouts(store):
-            if current.state not in rollout.ACTIVE:
-                continue
-            updated = current
-            cmd = rollout.take_command(store, current.id)
-            if cmd is not None:
-                updated = rollout.command(updated, cmd, now)
-            funnel = report["funnels"].get(updated.funnel)
-            ok = report["telemetry"] == "ok" and funnel is not None
-            # A sample-ratio mismatch fails the verdict without tripping: it freezes.
-            verdict = None if not ok else (
-                "fail" if funnel["trips"] else
-                "pass" if funnel["verdict"] == "pass" else "insufficient_data")
-            kills = self.rt.snapshot.kills
-            killed = updated.funnel in kills or GLOBAL_SCOPE in kills
-            decision = rollout.step(updated, verdict, killed, now)
-            updated = decision.rollout
-            if decision.apply_percent is not None:
-                control.ramp(store, updated.funnel, updated.country, decision.apply_percent,
-                             actor=f"rollout:{updated.id}", reason=f"rollout {updated.id}: "
-                             f"{updated.detail}")
-            if updated != current:
-                rollout.save(store, updated)
-                log.warning("rollout %s (%s): %s", updated.id, updated.funnel, updated.detail)
-            seen.append({"id": updated.id, "funnel": updated.funnel, "state": updated.state,
-                         "percent": str(updated.percent), "detail": updated.detail})
-        return seen
 
     # -- the trip ------------------------------------------------------------------------------
 
@@ -224,60 +238,19 @@ class GuardrailMonitor:
             "configured_core_share": entry["configured_core_share"],
         }
         reason = f"guardrail tripped on {funnel.name}: {', '.join(failed)}"
-        control.kill(self.rt.store, scope, actor=MONITOR_ACTOR, reason=reason, evidence=evidence)
+        self.kill(self.store, scope, actor=MONITOR_ACTOR, reason=reason, evidence=evidence)
         for name in failed:
-            self.rt.metrics.guard_trips.labels(funnel.name, name).inc()
+            self.metrics.guard_trips.labels(funnel.name, name).inc()
         log.critical("%s (scope %s)", reason, scope or GLOBAL_SCOPE)
-        self._notify_webhook({"event": "guardrail.tripped", "scope": scope or GLOBAL_SCOPE,
-                              "reason": reason, "evidence": evidence})
+        self.alert({"event": "guardrail.tripped", "scope": scope or GLOBAL_SCOPE,
+                    "reason": reason, "evidence": evidence})
         return {"scope": scope or GLOBAL_SCOPE, "reason": reason}
 
-    def _notify_webhook(self, payload: dict[str, Any]) -> None:
-        url = self.rt.settings.guard_webhook_url
-        if not url:
-            return
-        import httpx  # here, not at the top: httpx loads rich and pygments (~8 MB)
 
-        try:
-            httpx.post(url, json=payload, timeout=3.0).raise_for_status()
-        except httpx.HTTPError as exc:
-            log.error("guardrail webhook %s failed: %s", url, exc)
-
-
-class LocalLease:
-    """Embedded mode: one process, always the monitor."""
-
-    def hold(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass
-
-
-class RedisLease:
-    """One monitor among the replicas: a lease in Redis, renewed every tick."""
-
-    KEY = "strangler:monitor:lease"
-
-    def __init__(self, url: str, owner: str, ttl_seconds: float) -> None:
-        import redis
-
-        self._redis = redis
-        self.client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1,
-                                           decode_responses=True)
-        self.owner = owner
-        self.ttl_ms = int(ttl_seconds * 1000)
-
-    def hold(self) -> bool:
-        try:
-            if self.client.set(self.KEY, self.owner, nx=True, px=self.ttl_ms):
-                return True
-            if self.client.get(self.KEY) == self.owner:
-                self.client.pexpire(self.KEY, self.ttl_ms)
-                return True
-        except self._redis.RedisError as exc:
-            log.warning("monitor lease unavailable: %s", exc)
-        return False
-
-    def close(self) -> None:
-        self.client.close()
+__all__ = [
+    "REPORT_KEY",
+    "GuardMetrics",
+    "GuardrailMonitor",
+    "expected_core_share",
+    "funnel_digest",
+]

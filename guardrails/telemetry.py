@@ -23,8 +23,8 @@ from typing import Protocol
 
 import mmh3
 
-from proxy.decision import Reason
-from proxy.guardrails.model import N_LATENCY_BUCKETS, ArmStats, FunnelWindow, latency_bucket
+from control.decision import Reason
+from guardrails.model import N_LATENCY_BUCKETS, ArmStats, FunnelWindow, latency_bucket
 from proxy.outcome import RequestOutcome
 
 log = logging.getLogger("strangler.guardrails")

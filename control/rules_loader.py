@@ -16,8 +16,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from proxy.rules import RuleSet, compile_rules
-from proxy.rules_schema import RulesFile
+from control.rules import RuleSet, compile_rules
+from control.rules_schema import RulesFile
 
 Loc = tuple[str | int, ...]
 

@@ -83,7 +83,7 @@
   }
   function badge(text, kind) { return el("span", { class: "badge " + kind }, text); }
 
-  // Units of a guardrail's estimates and bounds (see proxy/guardrails/judge.py).
+  // Units of a guardrail's estimates and bounds (see guardrails/judge.py).
   const GUARDS = {
     conversion: { est: pct, bound: pct },
     payment_success: { est: pct, bound: pct },

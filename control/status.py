@@ -7,13 +7,12 @@ report), so every replica and the CLI see the same figures.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from proxy.decision import GLOBAL_SCOPE
-from proxy.guardrails.monitor import REPORT_KEY
-from proxy.rules_loader import load_rules_text
-from proxy.store import ControlStore
+from control.decision import is_killed
+from control.rules_loader import load_rules_text
+from control.store import ControlStore
+from guardrails.report import read_report
 
 
 def status_data(store: ControlStore) -> dict[str, Any]:
@@ -21,8 +20,7 @@ def status_data(store: ControlStore) -> dict[str, Any]:
     the monitor's freshness; staged rollouts in progress."""
     active = store.active_rules()
     kills = store.kill_switches()
-    raw_report = store.get_meta(REPORT_KEY)
-    report = json.loads(raw_report) if raw_report else {}
+    report = read_report(store)
     traffic = report.get("traffic", {})
     verdicts = report.get("funnels", {})
     funnels: list[dict[str, Any]] = []
@@ -32,7 +30,7 @@ def status_data(store: ControlStore) -> dict[str, Any]:
             judged = verdicts.get(f.name)
             funnels.append({
                 "name": f.name,
-                "killed": f.name in kills or GLOBAL_SCOPE in kills,
+                "killed": is_killed(kills.keys(), f.name),
                 "rules": [{
                     "id": r.id,
                     "countries": sorted(r.countries) if r.countries is not None else "*",

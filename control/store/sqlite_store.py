@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from proxy.store.base import (
+from control.store.base import (
     AuditEntry,
     KillSwitch,
     RulesVersion,

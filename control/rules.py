@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from proxy.guardrails.spec import GuardrailsSpec, merge_guardrails
-from proxy.rules_schema import FunnelSpec, RulesFile
+from control.rules_schema import FunnelSpec, RulesFile
+from guardrails.spec import GuardrailsSpec, merge_guardrails
 
 SIGNAL_NAMES = (
     "checkout_started", "order_placed", "payment_attempted", "payment_declined", "payment_failed",

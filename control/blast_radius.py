@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proxy.rules import Funnel, RuleSet
+from control.rules import Funnel, RuleSet
 
 OTHERS = "*"
 

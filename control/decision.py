@@ -10,11 +10,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from enum import StrEnum
 from typing import NamedTuple
 
-from proxy.bucketing import bucket as bucket_of
-from proxy.rules import Funnel, RuleSet
+from control.bucketing import bucket as bucket_of
+from control.rules import Funnel, RuleSet
 
 CORE_ID_PREFIX = "co_"
 GLOBAL_SCOPE = "*"
@@ -72,8 +73,10 @@ def owner_of(entity_id: str) -> Backend:
     return Backend.CORE if entity_id.startswith(CORE_ID_PREFIX) else Backend.LEGACY
 
 
-def is_killed(kills: frozenset[str], funnel: Funnel | None) -> bool:
-    return GLOBAL_SCOPE in kills or (funnel is not None and funnel.name in kills)
+def is_killed(kills: AbstractSet[str], funnel: str | None) -> bool:
+    """Whether the kill switches in `kills` send `funnel` (None: no funnel) to legacy: the
+    global switch covers every request, a funnel's switch its own."""
+    return GLOBAL_SCOPE in kills or (funnel is not None and funnel in kills)
 
 
 def decide(
@@ -84,13 +87,13 @@ def decide(
 ) -> Decision:
     """Pick the backend for one request. Never raises for well-formed inputs."""
     version = rules.version if rules is not None else "none"
-    if is_killed(kills, ctx.funnel):
+    funnel = ctx.funnel
+    if is_killed(kills, funnel.name if funnel is not None else None):
         return Decision(Backend.LEGACY, Reason.KILL_SWITCH, version)
     if ctx.entity_id is not None:
         return Decision(owner_of(ctx.entity_id), Reason.OWNER, version)
     if sticky is not None:
         return Decision(sticky, Reason.STICKY, version)
-    funnel = ctx.funnel
     if rules is not None and funnel is not None:
         rule = funnel.rule_for(ctx.country)
         if rule is not None:

@@ -1,0 +1,73 @@
+"""Drives staged rollouts (see `control.rollout`) on the guardrail monitor's word.
+
+Runs beside the monitor, on the replica that holds the monitor lease: each tick it takes
+the monitor's report, moves every active rollout one step and applies the percentage a step
+asks for through `control.operations.ramp`, so a rollout survives the CLI exiting.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any, Protocol
+
+from control import operations, rollout
+from control.decision import is_killed
+from control.store import ControlStore
+
+log = logging.getLogger("strangler.rollout")
+
+
+class Ramp(Protocol):
+    def __call__(
+        self, store: ControlStore, funnel: str, country: str | None, percent: Decimal, *,
+        actor: str, reason: str,
+    ) -> object: ...
+
+
+def verdict_of(report: dict[str, Any], funnel: str) -> str | None:
+    """The funnel's overall verdict for a rollout step: 'pass', 'fail' or
+    'insufficient_data'; None when telemetry is missing or the funnel was not judged.
+    A sample-ratio mismatch fails the verdict without tripping: the rollout freezes."""
+    judged = report.get("funnels", {}).get(funnel)
+    if report.get("telemetry") != "ok" or judged is None:
+        return None
+    if judged["trips"]:
+        return "fail"
+    return "pass" if judged["verdict"] == "pass" else "insufficient_data"
+
+
+class RolloutDriver:
+    def __init__(
+        self, store: ControlStore, kills: Callable[[], frozenset[str]],
+        ramp: Ramp = operations.ramp,
+    ) -> None:
+        self.store = store
+        self.kills = kills
+        self.ramp = ramp
+
+    def advance(self, report: dict[str, Any], now: float) -> list[dict[str, Any]]:
+        """Move every active rollout one tick; returns their summaries for the report."""
+        return [self._advance(r, report, now) for r in rollout.all_rollouts(self.store)
+                if r.state in rollout.ACTIVE]
+
+    def _advance(self, current: rollout.Rollout, report: dict[str, Any], now: float) -> dict[
+        str, Any
+    ]:
+        updated = current
+        cmd = rollout.take_command(self.store, current.id)
+        if cmd is not None:
+            updated = rollout.command(updated, cmd, now)
+        killed = is_killed(self.kills(), updated.funnel)
+        decision = rollout.step(updated, verdict_of(report, updated.funnel), killed, now)
+        updated = decision.rollout
+        if decision.apply_percent is not None:
+            self.ramp(self.store, updated.funnel, updated.country, decision.apply_percent,
+                      actor=f"rollout:{updated.id}",
+                      reason=f"rollout {updated.id}: {updated.detail}")
+        if updated != current:
+            rollout.save(self.store, updated)
+            log.warning("rollout %s (%s): %s", updated.id, updated.funnel, updated.detail)
+        return {"id": updated.id, "funnel": updated.funnel, "state": updated.state,
+                "percent": str(updated.percent), "detail": updated.detail}
