@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 import socket
 import sys
 from collections.abc import Iterator, Sequence
@@ -16,8 +15,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from control.operations import ControlError
-from control.rules_loader import RulesError
+from control.errors import ControlError, RulesError
 from control.store import ControlStore, StoreUnavailable, VersionConflict, open_store
 
 EXIT_OK = 0
@@ -100,7 +98,3 @@ def print_rows(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in {"1", "true", "yes"}

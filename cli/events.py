@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -42,6 +41,8 @@ def dlq_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
     """List the dead letters waiting for a replay."""
+    import asyncio
+
     from checkout_core.dead_letters import dead_letter_json, list_dead_letters
 
     letters = asyncio.run(list_dead_letters(_settings(db_path, redis_url)))
@@ -66,6 +67,8 @@ def replay(
     redis_url: RedisUrl = None,
 ) -> None:
     """Put dead letters back on the event stream for their consumers to retry."""
+    import asyncio
+
     from checkout_core.dead_letters import UnknownDeadLetter, replay_dead_letters
 
     if bool(ids) == replay_all:

@@ -7,11 +7,19 @@ from typing import Any
 
 import typer
 
-from cli.common import AsJson, DbPath, RedisUrl, console, print_json, print_rows, store_for
+from cli.common import (
+    DEFAULT_DB,
+    AsJson,
+    DbPath,
+    RedisUrl,
+    console,
+    print_json,
+    print_rows,
+    store_for,
+)
 from guardrails.report import read_report
 
 EXIT_GUARDRAIL = 3
-DEFAULT_DB = "var/strangler.sqlite3"
 
 app = typer.Typer(help="Guardrails: the core judged against legacy.", no_args_is_help=True)
 

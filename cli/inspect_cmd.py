@@ -7,12 +7,8 @@ from typing import Annotated
 
 import typer
 
-from cli.common import AsJson, DbPath, RedisUrl, console, fail, print_json, store_for
+from cli.common import DEFAULT_DB, AsJson, DbPath, RedisUrl, console, fail, print_json, store_for
 from control.decision import Backend, Reason, decide
-from control.rules_loader import load_rules_text
-from proxy.context import extract_context
-
-DEFAULT_DB = "var/strangler.sqlite3"
 
 _WHY = {
     Reason.KILL_SWITCH: "a kill switch is set",
@@ -50,6 +46,9 @@ def explain(
 
     Example: strangler explain --funnel warranties --country IE --session s-123
     """
+    from control.rules_loader import load_rules_text
+    from proxy.context import extract_context  # pure: parsing a request, no server
+
     headers = [(b"x-checkout-session", (session or "explain-no-session").encode())]
     if funnel:
         headers.append((b"x-checkout-funnel", funnel.encode()))

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from cli.common import (
+    DEFAULT_DB,
     Actor,
     AsJson,
     DbPath,
@@ -21,14 +22,13 @@ from cli.common import (
     print_rows,
     store_for,
 )
-from control import operations
-from control.blast_radius import blast_radius
+from control import killswitch
 from control.decision import GLOBAL_SCOPE
-from control.rules_loader import load_rules_text
-from control.status import status_data
+
+# The rules parser is imported inside `ramp` and `status`: kill and unkill load only the
+# store (they must work fast, and whatever else fails to import).
 
 Funnel = Annotated[str | None, typer.Option("--funnel", help="One funnel (default: all).")]
-DEFAULT_DB = "var/strangler.sqlite3"
 
 
 def kill(
@@ -40,7 +40,7 @@ def kill(
     Example: strangler kill --funnel warranties --reason "INC-123 payment errors"
     """
     with store_for(db_path, redis_url) as store:
-        switch = operations.kill(store, funnel, actor=actor_name(actor), reason=reason)
+        switch = killswitch.kill(store, funnel, actor=actor_name(actor), reason=reason)
     console.print(f"kill switch [bold red]{switch.scope}[/] set: traffic goes to legacy")
 
 
@@ -56,7 +56,7 @@ def unkill(
     Example: strangler unkill --funnel warranties --reason "fix deployed"
     """
     with store_for(db_path, redis_url) as store:
-        previous = operations.unkill(store, funnel, actor=actor_name(actor), reason=reason)
+        previous = killswitch.unkill(store, funnel, actor=actor_name(actor), reason=reason)
     scope = funnel or GLOBAL_SCOPE
     if previous is None:
         console.print(f"kill switch {scope} was not set")
@@ -85,6 +85,10 @@ def ramp(
 
     Example: strangler ramp warranties --country IE --percent 75 --reason "guardrails green"
     """
+    from control import operations
+    from control.blast_radius import blast_radius
+    from control.rules_loader import load_rules_text
+
     try:
         value = Decimal(percent)
     except InvalidOperation:
@@ -133,6 +137,8 @@ def status(
 
     Example: strangler status --json
     """
+    from control.status import status_data
+
     with store_for(db_path, redis_url) as store:
         data = status_data(store)
     if as_json:

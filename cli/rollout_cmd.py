@@ -10,6 +10,7 @@ import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from cli.common import (
+    DEFAULT_DB,
     Actor,
     AsJson,
     DbPath,
@@ -21,12 +22,11 @@ from cli.common import (
     print_json,
     store_for,
 )
-from control import operations, rollout
-from control.rules_loader import load_rules_text
+from control import rollout
 from control.store import AuditEntry
-from guardrails.spec import parse_duration
 
-DEFAULT_DB = "var/strangler.sqlite3"
+# The rules parser is imported inside `start`, the one command here that parses rules.
+
 app = typer.Typer(help="Staged rollouts, advanced by the guardrail monitor.",
                   no_args_is_help=True)
 RolloutId = Annotated[str, typer.Argument(help="Rollout id (see `rollout status`).")]
@@ -53,6 +53,10 @@ def start(
     Example: strangler rollout start warranties --country IE --steps 1,5,25,50,100 --hold 30m \\
     --reason "INC-free week"
     """
+    from control import operations
+    from control.rules_loader import load_rules_text
+    from guardrails.spec import parse_duration
+
     try:
         hold_seconds = parse_duration(hold)
         plan = rollout.new_rollout(funnel, country.upper() if country else None, _steps(steps),
@@ -72,7 +76,7 @@ def start(
                for r in rollout.all_rollouts(store)):
             fail(f"a rollout of {funnel!r} is already in progress")
         operations.ramp(store, funnel, plan.country, plan.percent, actor=plan.actor,
-                     reason=f"rollout {plan.id} started: {reason}")
+                        reason=f"rollout {plan.id} started: {reason}")
         rollout.register(store, plan)
     console.print(f"rollout {plan.id} started: {funnel} {plan.country or 'all countries'} at "
                   f"{plan.steps[0]}%, then {', '.join(plan.steps[1:]) or 'done'}; "

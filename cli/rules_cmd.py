@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cli.common import (
+    DEFAULT_DB,
     Actor,
     AsJson,
     DbPath,
@@ -21,10 +22,12 @@ from cli.common import (
     print_json,
     store_for,
 )
-from control.blast_radius import Change, blast_radius
-from control.operations import apply_rules_text
-from control.rules_loader import RulesError, load_rules_file, load_rules_text
-from control.rules_schema import RulesFile
+from control.errors import RulesError
+
+# The rules parser (pydantic, pycountry) is imported inside the commands that parse rules,
+# so that `strangler kill` and `--help` do not pay for it.
+if TYPE_CHECKING:
+    from control.blast_radius import Change
 
 app = typer.Typer(help="Validate, apply and inspect routing rules.", no_args_is_help=True)
 
@@ -37,6 +40,8 @@ def validate(file: FileArg, as_json: AsJson = False) -> None:
 
     Example: strangler rules validate rules/checkout.yaml
     """
+    from control.rules_loader import load_rules_file
+
     try:
         rules = load_rules_file(file)
     except RulesError as exc:
@@ -68,6 +73,8 @@ def schema(
 
     Example: strangler rules schema -o rules/rules.schema.json
     """
+    from control.rules_schema import RulesFile
+
     text = json.dumps(RulesFile.model_json_schema(by_alias=True), indent=2, sort_keys=True) + "\n"
     if output is None:
         typer.echo(text, nl=False)
@@ -77,7 +84,7 @@ def schema(
 
 @app.command()
 def apply(
-    file: FileArg, reason: Reason, db_path: DbPath = "var/strangler.sqlite3",
+    file: FileArg, reason: Reason, db_path: DbPath = DEFAULT_DB,
     redis_url: RedisUrl = None, actor: Actor = None,
     expect_version: Annotated[int | None, typer.Option(
         help="Fail unless this is the active version (compare-and-set).")] = None,
@@ -86,6 +93,8 @@ def apply(
 
     Example: strangler rules apply rules/checkout.yaml --reason "pilot IE at 50%"
     """
+    from control.operations import apply_rules_text
+
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
@@ -99,7 +108,7 @@ def apply(
 
 @app.command()
 def history(
-    db_path: DbPath = "var/strangler.sqlite3", redis_url: RedisUrl = None, as_json: AsJson = False,
+    db_path: DbPath = DEFAULT_DB, redis_url: RedisUrl = None, as_json: AsJson = False,
     limit: int = 20,
 ) -> None:
     """List applied rules versions, newest first.
@@ -127,7 +136,7 @@ def changes_json(changes: list[Change]) -> list[dict[str, object]]:
 
 @app.command()
 def diff(
-    file: FileArg, db_path: DbPath = "var/strangler.sqlite3", redis_url: RedisUrl = None,
+    file: FileArg, db_path: DbPath = DEFAULT_DB, redis_url: RedisUrl = None,
     as_json: AsJson = False,
 ) -> None:
     """Say what applying FILE would change, and its blast radius.
@@ -137,6 +146,9 @@ def diff(
 
     Example: strangler rules diff rules/checkout.yaml
     """
+    from control.blast_radius import blast_radius
+    from control.rules_loader import load_rules_file, load_rules_text
+
     try:
         new = load_rules_file(file)
     except RulesError as exc:
@@ -158,12 +170,14 @@ def rollback(
     reason: Reason,
     version: Annotated[int | None, typer.Argument(help="Version to restore (default: the "
                                                        "one before the active one).")] = None,
-    db_path: DbPath = "var/strangler.sqlite3", redis_url: RedisUrl = None, actor: Actor = None,
+    db_path: DbPath = DEFAULT_DB, redis_url: RedisUrl = None, actor: Actor = None,
 ) -> None:
     """Make an earlier rules version active again, as a new version.
 
     Example: strangler rules rollback 3 --reason "ramp caused declines"
     """
+    from control.operations import apply_rules_text
+
     with store_for(db_path, redis_url) as store:
         active = store.active_rules()
         if active is None:

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import uvicorn
 
 from cli.common import RedisUrl, console, fail
-from proxy.main import UVICORN_OPTIONS
+
+# uvicorn and the proxy are imported inside the commands that run them: the control
+# commands (`strangler kill`, ...) load no data plane.
 
 Host = Annotated[str, typer.Option("--host", help="Address to listen on.")]
 Port = Annotated[int, typer.Option("--port", help="Proxy port.")]
@@ -54,6 +55,10 @@ def _run_proxy(
 ) -> None:
     """uvicorn on httptools with the proxy's protocol limits (UVICORN_OPTIONS); with
     `admin`, a second listening socket of the same server(s) for the admin paths."""
+    import uvicorn
+
+    from proxy.main import UVICORN_OPTIONS
+
     if admin is not None:
         env = {**env, "STRANGLER_ADMIN_PORT": str(admin[1])}
     admin_host = admin[0] if admin is not None else host

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Set as AbstractSet
 from enum import StrEnum
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from control.bucketing import bucket as bucket_of
-from control.rules import Funnel, RuleSet
+
+if TYPE_CHECKING:
+    from control.rules import Funnel, RuleSet
 
 CORE_ID_PREFIX = "co_"
 GLOBAL_SCOPE = "*"

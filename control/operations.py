@@ -1,4 +1,5 @@
-"""Control-plane operations shared by the CLI and the proxy: apply, ramp, kill, read state.
+"""Control-plane operations on rules shared by the CLI and the proxy: apply, import, ramp,
+read state (kill switches: `control.killswitch`, re-exported here).
 
 Each operation validates first, writes the store in one step, and records who, when and why.
 """
@@ -14,16 +15,13 @@ from typing import Any
 
 import yaml
 
-from control.decision import GLOBAL_SCOPE
+from control.errors import ControlError, RulesError
+from control.killswitch import kill, unkill
 from control.rules import RuleSet
-from control.rules_loader import RulesError, load_rules_text, parse_rules, rules_digest
-from control.store import AuditEntry, ControlStore, KillSwitch, RulesVersion
+from control.rules_loader import load_rules_text, parse_rules, rules_digest
+from control.store import AuditEntry, ControlStore, RulesVersion
 
 log = logging.getLogger("strangler.control")
-
-
-class ControlError(Exception):
-    """An operation the store refused for a reason the operator can fix."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,33 +101,6 @@ def read_snapshot(store: ControlStore, previous: ControlSnapshot | None = None) 
     return ControlSnapshot(epoch, rules, kills)
 
 
-def kill(
-    store: ControlStore, funnel: str | None, *, actor: str, reason: str,
-    evidence: dict[str, Any] | None = None,
-) -> KillSwitch:
-    if not reason.strip():
-        raise ControlError("a reason is required")
-    scope = funnel or GLOBAL_SCOPE
-    switch = KillSwitch(scope, reason, actor, time.time(), evidence)
-    details = {"evidence": evidence} if evidence else {}
-    store.set_kill(switch, AuditEntry(switch.at, actor, "kill", scope, reason, details))
-    log.warning("kill switch %s set by %s: %s", scope, actor, reason)
-    return switch
-
-
-def unkill(
-    store: ControlStore, funnel: str | None, *, actor: str, reason: str,
-) -> KillSwitch | None:
-    if not reason.strip():
-        raise ControlError("a reason is required")
-    scope = funnel or GLOBAL_SCOPE
-    now = time.time()
-    previous = store.clear_kill(scope, AuditEntry(now, actor, "unkill", scope, reason))
-    store.set_meta(f"unkilled_at:{scope}", repr(now))  # guardrails judge afresh from here
-    log.warning("kill switch %s cleared by %s: %s", scope, actor, reason)
-    return previous
-
-
 def _percent_value(percent: Decimal) -> int | float:
     return int(percent) if percent == percent.to_integral_value() else float(percent)
 
@@ -176,3 +147,9 @@ def ramp(
         expected_version=active.version,
     )
     return record, sentence
+
+
+__all__ = [
+    "ControlError", "ControlSnapshot", "apply_rules_text", "import_rules_file", "kill", "ramp",
+    "ramp_text", "read_snapshot", "unkill",
+]

@@ -9,38 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
+from control.errors import Loc, RuleIssue, RulesError
 from control.rules import RuleSet, compile_rules
 from control.rules_schema import RulesFile
-
-Loc = tuple[str | int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class RuleIssue:
-    source: str
-    line: int | None
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.source}:{self.line}" if self.line else self.source
-        return f"{where}: {self.field or '(file)'}: {self.message}"
-
-
-class RulesError(ValueError):
-    """The rules could not be loaded; `issues` says where and why."""
-
-    def __init__(self, issues: list[RuleIssue]) -> None:
-        self.issues = issues
-        super().__init__("\n".join(str(i) for i in issues))
-
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 MAX_NODES = 100_000  # a rules file has a few thousand; aliases must not multiply them
@@ -241,3 +218,9 @@ def load_rules_file(path: Path, version: str | None = None) -> RuleSet:
     except (OSError, UnicodeDecodeError) as exc:
         raise RulesError([RuleIssue(str(path), None, "", f"cannot read: {exc}")]) from exc
     return load_rules_text(text, version or f"file-{rules_digest(text)}", str(path))
+
+
+__all__ = [
+    "RuleIssue", "RulesError", "format_loc", "load_rules_file", "load_rules_text", "parse_rules",
+    "rules_digest",
+]

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from control.errors import RulesError
 from control.operations import ControlSnapshot, import_rules_file, read_snapshot
-from control.rules_loader import RulesError
 from control.store import ControlStore, StoreUnavailable
 
 log = logging.getLogger("strangler.watcher")
