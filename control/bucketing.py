@@ -14,4 +14,4 @@ def normalized_hash(group: str, unit: str, modulo: int = BUCKETS, seed: int = 0)
 
 def bucket(salt: str, unit: str) -> int:
     """The unit's bucket 0..9999; the core serves it when bucket < basis points."""
-    return int(mmh3.hash(f"{salt}:{unit}", 0, signed=False)) % BUCKETS
+    return normalized_hash(salt, unit)

@@ -31,7 +31,6 @@ log = logging.getLogger("strangler.guardrails")
 
 COARSE_SECONDS = 300
 ARMS = ("core", "legacy")
-COUNTERS = ("requests", "errors", "pay_att", "pay_ok", "pay_dec")
 UNIT_KINDS = ("started", "converted")  # plus "rule:<country>"
 
 # signal -> counter it adds to

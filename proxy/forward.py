@@ -60,7 +60,6 @@ class RequestBody:
         self.more = more
         self.size = len(first)
         self.started = False
-        self.too_large = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         self.started = True
@@ -74,7 +73,6 @@ class RequestBody:
             self.more = message.get("more_body", False)
             self.size += len(chunk)
             if self.size > self.limit:
-                self.too_large = True
                 raise BodyTooLarge()
             if chunk:
                 yield chunk

@@ -75,9 +75,6 @@ class ProxyMetrics:
             "strangler_guardrail_telemetry_up", "0 while the monitor cannot read telemetry",
             registry=r,
         )
-        self.sticky_units = Gauge(
-            "strangler_sticky_units", "Units with a checkout in flight (local)", registry=r
-        )
 
     def observe(self, o: RequestOutcome) -> None:
         backend = o.backend.value

@@ -141,12 +141,6 @@ class SqliteOrders:
         row = self.conn.execute("SELECT * FROM orders WHERE id = ?", (order_id,)).fetchone()
         return None if row is None else self._order(row)
 
-    def for_checkout(self, checkout_id: str) -> Order | None:
-        row = self.conn.execute(
-            "SELECT * FROM orders WHERE checkout_id = ?", (checkout_id,)
-        ).fetchone()
-        return None if row is None else self._order(row)
-
     def add(self, order: Order, idempotency_key: str) -> None:
         self.conn.execute(
             "INSERT INTO orders (id, checkout_id, status, currency, total, lines, email,"
