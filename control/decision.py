@@ -1,4 +1,4 @@
-"""Routing a request: the steps of DESIGN.md as one pure function.
+"""Routing a request: the steps of docs/design.md as one pure function.
 
 1. (context is extracted by `proxy.context`)
 2. A kill switch, global or for the funnel, sends the request to legacy.
