@@ -6,13 +6,12 @@ decision takes a few microseconds, the rest is streaming bytes between two socke
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
 
-from admin.access import bearer_ok, is_admin_path, on_port
-from admin.dashboard.handler import Dashboard
+from admin.access import is_admin_path, is_dashboard_path, on_port
+from admin.app import create_admin_app
 from control.decision import Backend, Decision, Reason, RequestContext, decide, is_killed
 from proxy.config import ProxySettings
 from proxy.context import extract_context, normalize_path, quote_path
@@ -35,7 +34,6 @@ from proxy.server_protocol import HttpLimits
 
 log = logging.getLogger("strangler.proxy")
 
-ADMIN_PREFIX = "/_strangler/"
 CLOSE = [(b"connection", b"close")]
 
 
@@ -57,26 +55,30 @@ class ProxyApp:
         self.via = f"1.1 {settings.via_name}".encode()
         self.http_limits = HttpLimits(settings.max_header_bytes, settings.header_timeout)
         self.admin_port = settings.admin_port
-        self.admin_token = settings.admin_token.encode() if settings.admin_token else None
         self.qa_secret = (
             settings.qa_override_secret.encode() if settings.qa_override_secret else None)
         self.max_state_age = settings.max_state_age
         self._stale = False
-        self.dashboard = Dashboard(runtime)
+        self.admin_app = create_admin_app(
+            store=runtime.store, metrics_text=runtime.metrics.render, health=self.health,
+            rules=lambda: runtime.snapshot.rules,
+            local_report=lambda: runtime.monitor.last_report, telemetry=runtime.telemetry,
+            token=settings.admin_token, body_idle_timeout=settings.body_idle_timeout,
+        )
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
         if kind == "http":
             path = scope["path"]
-            if self.dashboard.owns(scope):  # /dashboard, /_strangler/api/ (admin surface)
-                await self.dashboard(scope, receive, send)
-            elif self.admin_port is not None and on_port(scope, self.admin_port):
-                await self.admin(scope, send)
+            if self.admin_port is not None and on_port(scope, self.admin_port):
+                await self.admin(scope, receive, send)  # the admin port serves nothing else
             elif is_admin_path(path):
                 if self.admin_port is None:
-                    await self.admin(scope, send)
+                    await self.admin(scope, receive, send)
                 else:  # admin paths live on the admin port only
                     await send_problem(send, 404, "not-found", "no such path", path)
+            elif self.admin_port is None and is_dashboard_path(path):
+                await self.admin(scope, receive, send)  # else /dashboard is checkout traffic
             else:
                 await self.proxy(scope, receive, send)
         elif kind == "lifespan":
@@ -100,27 +102,22 @@ class ProxyApp:
 
     # -- admin -----------------------------------------------------------------------------
 
-    async def admin(self, scope: dict[str, Any], send: Any) -> None:
+    async def admin(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Hand a request of the admin surface to the admin app, its path normalised
+        (`//metrics` is `/metrics`)."""
         path = normalize_path(scope["path"])
-        if not bearer_ok(scope["headers"], self.admin_token):
-            await send_problem(send, 401, "unauthorized", "admin endpoints need a Bearer token",
-                               path, [(b"www-authenticate", b'Bearer realm="strangler"')])
-            return
-        if path == "/metrics":
-            body, ctype, status = self.rt.metrics.render(), b"text/plain; version=0.0.4", 200
-        elif path in (ADMIN_PREFIX + "healthz", ADMIN_PREFIX + "state"):
-            state = self.rt.describe()
-            if self.state_is_stale():
-                state["status"] = "degraded"
-            status = 200 if path.endswith("state") or state["status"] == "ok" else 503
-            body, ctype = json.dumps(state).encode(), b"application/json"
-        else:
-            await send_problem(send, 404, "not-found", "no such admin endpoint", path)
-            return
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", ctype), (b"content-length", str(len(body)).encode()),
-        ]})
-        await send({"type": "http.response.body", "body": body})
+        try:
+            await self.admin_app({**scope, "path": path}, receive, send)
+        except Exception:  # answered (500) by the admin app, re-raised for its server to log
+            log.exception("admin request %s %s failed", scope["method"], path)
+
+    def health(self) -> dict[str, Any]:
+        """What /_strangler/healthz and /state answer: the runtime's state, "degraded"
+        while the control state is stale."""
+        state = self.rt.describe()
+        if self.state_is_stale():
+            state["status"] = "degraded"
+        return state
 
     # -- the hot path ------------------------------------------------------------------------
 

@@ -88,9 +88,12 @@ def trip(store: ControlStore, request: SwitchRequest) -> dict[str, Any]:
 
 
 def clear(store: ControlStore, request: SwitchRequest) -> dict[str, Any]:
-    """Clear the kill switch (blocking: run it in a thread)."""
-    previous = operations.unkill(store, request.funnel, actor=request.actor,
-                              reason=request.reason)
+    """Clear the kill switch (blocking: run it in a thread). A switch that is not set is
+    left alone, and the answer says so (`cleared: false`); nothing is audited."""
+    previous = None
+    if request.scope in store.kill_switches():
+        previous = operations.unkill(store, request.funnel, actor=request.actor,
+                                     reason=request.reason)
     return {
         "scope": request.scope, "killed": False, "cleared": previous is not None,
         "actor": request.actor, "reason": request.reason,

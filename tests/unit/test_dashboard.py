@@ -6,9 +6,10 @@ import json
 
 import pytest
 
+from admin.access import is_dashboard_path
 from admin.dashboard.actions import ApiError, parse_switch_request
-from admin.dashboard.handler import is_dashboard_path, json_bytes
 from admin.dashboard.series import SeriesCache, arm_point, minute_starts
+from admin.responses import json_bytes
 from guardrails.model import LATENCY_BOUNDS_MS, N_LATENCY_BUCKETS, ArmStats, FunnelWindow
 
 FUNNELS = frozenset({"warranties", "accessories"})
