@@ -64,13 +64,23 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
 
 
 @contextmanager
-def store_for(db_path: str, redis_url: str | None) -> Iterator[ControlStore]:
-    """Open the control store; turn domain errors into messages and exit codes."""
+def store_for(
+    db_path: str, redis_url: str | None, *, lost_ok: bool = False,
+) -> Iterator[ControlStore]:
+    """Open the control store the proxy reads; turn domain errors into messages and exit
+    codes. Never creates a store: a missing SQLite file, or a Redis without the proxies'
+    store identity (never started there, or lost its data), is refused (exit 5), except
+    with `lost_ok` (a kill: more legacy is always safe, and a restore keeps it)."""
     try:
-        store = open_store(redis_url, db_path)
+        store = open_store(redis_url, db_path, create=False)
     except StoreUnavailable as exc:
         fail(str(exc), EXIT_UNAVAILABLE)
     try:
+        if not lost_ok and store.identity() is None:
+            fail(f"the control store at {redis_url or db_path} holds no strangler state: no "
+                 "proxy has started on it, or it lost its data (the proxies restore their "
+                 "last known state within seconds; see `strangler store status`)",
+                 EXIT_UNAVAILABLE)
         yield store
     except VersionConflict as exc:
         fail(f"{exc}; re-run to apply on top of the new version", EXIT_CONFLICT)

@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from cli import events, guard_cmd, inspect_cmd, ops, rollout_cmd, rules_cmd, run
+from cli import events, guard_cmd, inspect_cmd, ops, rollout_cmd, rules_cmd, run, store_cmd
 from cli.common import EXIT_CODES_HELP
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app.command()(inspect_cmd.audit)
 app.add_typer(guard_cmd.app, name="guard")
 app.add_typer(rollout_cmd.app, name="rollout")
 app.add_typer(events.app, name="events")
+app.add_typer(store_cmd.app, name="store")
 
 
 @app.callback()

@@ -22,24 +22,38 @@ from cli.common import (
     print_rows,
     store_for,
 )
+from cli.confirm import show_and_confirm
 from control import killswitch
 from control.decision import GLOBAL_SCOPE
 
 # The rules parser is imported inside `ramp` and `status`: kill and unkill load only the
 # store (they must work fast, and whatever else fails to import).
 
-Funnel = Annotated[str | None, typer.Option("--funnel", help="One funnel (default: all).")]
+Funnel = Annotated[str | None, typer.Option(
+    "--funnel", help="One funnel of the active rules (exact name). Leave out for the global "
+    "switch.")]
+Global = Annotated[bool, typer.Option(
+    "--global", help="The global switch (all funnels); the same as leaving --funnel out.")]
+
+
+def _funnel_or_global(funnel: str | None, everything: bool) -> str | None:
+    if everything and funnel is not None:
+        fail("give --funnel F or --global, not both", 2)
+    return funnel
 
 
 def kill(
-    reason: Reason, funnel: Funnel = None, db_path: DbPath = DEFAULT_DB,
-    redis_url: RedisUrl = None, actor: Actor = None,
+    reason: Reason, funnel: Funnel = None, everything: Global = False,
+    db_path: DbPath = DEFAULT_DB, redis_url: RedisUrl = None, actor: Actor = None,
 ) -> None:
     """Send all traffic (or one funnel's) to legacy now. Works with the proxy down.
 
+    Refused (exit 1, nothing written) when --funnel names no funnel of the active rules.
+
     Example: strangler kill --funnel warranties --reason "INC-123 payment errors"
     """
-    with store_for(db_path, redis_url) as store:
+    funnel = _funnel_or_global(funnel, everything)
+    with store_for(db_path, redis_url, lost_ok=True) as store:
         switch = killswitch.kill(store, funnel, actor=actor_name(actor), reason=reason)
     console.print(f"kill switch [bold red]{switch.scope}[/] set: traffic goes to legacy")
 
@@ -48,19 +62,19 @@ def unkill(
     reason: Annotated[str, typer.Option(
         "--reason", prompt="Why is it safe to send traffic to the core again?",
         help="Why: recorded in the audit log (asked for when missing).")],
-    funnel: Funnel = None, db_path: DbPath = DEFAULT_DB, redis_url: RedisUrl = None,
-    actor: Actor = None,
+    funnel: Funnel = None, everything: Global = False, db_path: DbPath = DEFAULT_DB,
+    redis_url: RedisUrl = None, actor: Actor = None,
 ) -> None:
     """Clear a kill switch; rules route traffic again. Shows the evidence of the trip.
 
+    Refused (exit 1, nothing written or audited) when that switch is not set.
+
     Example: strangler unkill --funnel warranties --reason "fix deployed"
     """
+    funnel = _funnel_or_global(funnel, everything)
     with store_for(db_path, redis_url) as store:
         previous = killswitch.unkill(store, funnel, actor=actor_name(actor), reason=reason)
     scope = funnel or GLOBAL_SCOPE
-    if previous is None:
-        console.print(f"kill switch {scope} was not set")
-        return
     console.print(f"kill switch {scope} cleared (was set by {previous.actor}: {previous.reason})")
     if previous.evidence:
         console.print("evidence of the trip:")
@@ -86,7 +100,6 @@ def ramp(
     Example: strangler ramp warranties --country IE --percent 75 --reason "guardrails green"
     """
     from control import operations
-    from control.blast_radius import blast_radius
     from control.rules_loader import load_rules_text
 
     try:
@@ -102,15 +115,8 @@ def ramp(
         text, sentence = operations.ramp_text(
             active.text, funnel, country.upper() if country else None, value
         )
-        changes = blast_radius(load_rules_text(active.text, str(active.version)),
-                               load_rules_text(text, "next", f"ramp {funnel}"))
-        console.print(f"{sentence}\nblast radius:")
-        for change in changes or []:
-            console.print(f"  {change.sentence()}")
-        if not changes:
-            console.print("  no unit changes backend")
-        if not yes and not typer.confirm("apply?", default=False):
-            raise typer.Exit(1)
+        show_and_confirm(load_rules_text(active.text, str(active.version)),
+                         load_rules_text(text, "next", f"ramp {funnel}"), sentence, yes=yes)
         record = operations.apply_rules_text(
             store, text, source=f"ramp {funnel}", actor=actor_name(actor),
             reason=f"{reason} ({sentence})", expected_version=active.version,

@@ -22,6 +22,7 @@ from cli.common import (
     print_json,
     store_for,
 )
+from cli.confirm import show_and_confirm
 from control import rollout
 from control.store import AuditEntry
 
@@ -46,9 +47,16 @@ def start(
     steps: Annotated[str, typer.Option(help="Percentages, in order.")] = "1,5,25,50,100",
     hold: Annotated[str, typer.Option(help="How long each step holds (30s, 30m, 2h).")] = "30m",
     country: Annotated[str | None, typer.Option(help="One country (default: all).")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking.")] = False,
+    allow_lower: Annotated[bool, typer.Option(
+        help="Allow a first step below the current percentage (moves units back to legacy)."
+    )] = False,
     db_path: DbPath = DEFAULT_DB, redis_url: RedisUrl = None, actor: Actor = None,
 ) -> None:
     """Start a staged rollout: apply the first step now; the monitor does the rest.
+
+    Shows the blast radius of the first step and asks, like `ramp`. A first step below
+    the current percentage is refused (exit 2) without --allow-lower.
 
     Example: strangler rollout start warranties --country IE --steps 1,5,25,50,100 --hold 30m \\
     --reason "INC-free week"
@@ -67,7 +75,8 @@ def start(
         active = store.active_rules()
         if active is None:
             fail("no rules are active: apply a rules file first")
-        target = load_rules_text(active.text, str(active.version)).funnel(funnel)
+        current = load_rules_text(active.text, str(active.version))
+        target = current.funnel(funnel)
         if target is None:
             fail(f"no funnel named {funnel!r}")
         if target.guardrails is None:
@@ -75,8 +84,14 @@ def start(
         if any(r.funnel == funnel and r.state in rollout.ACTIVE
                for r in rollout.all_rollouts(store)):
             fail(f"a rollout of {funnel!r} is already in progress")
-        operations.ramp(store, funnel, plan.country, plan.percent, actor=plan.actor,
-                        reason=f"rollout {plan.id} started: {reason}")
+        text, sentence = operations.ramp_text(active.text, funnel, plan.country, plan.percent)
+        show_and_confirm(current, load_rules_text(text, "next", f"rollout {funnel}"),
+                         f"first step: {sentence}", yes=yes,
+                         refuse_lower=None if allow_lower else (funnel, plan.country))
+        operations.apply_rules_text(
+            store, text, source=f"ramp {funnel}", actor=plan.actor,
+            reason=f"rollout {plan.id} started: {reason} ({sentence})",
+            expected_version=active.version)
         rollout.register(store, plan)
     console.print(f"rollout {plan.id} started: {funnel} {plan.country or 'all countries'} at "
                   f"{plan.steps[0]}%, then {', '.join(plan.steps[1:]) or 'done'}; "

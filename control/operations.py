@@ -84,7 +84,15 @@ def read_snapshot(store: ControlStore, previous: ControlSnapshot | None = None) 
     """Read the state; keep the previous rules when the stored ones are invalid."""
     epoch = store.epoch()
     kills = frozenset(store.kill_switches())
-    active = store.active_rules()
+    return snapshot_of(epoch, store.active_rules(), kills, previous)
+
+
+def snapshot_of(
+    epoch: int, active: RulesVersion | None, kills: frozenset[str],
+    previous: ControlSnapshot | None = None,
+) -> ControlSnapshot:
+    """The snapshot for what was read; the previous rules are reused when the version is
+    the same, and kept when the stored ones are invalid."""
     if active is None:
         return ControlSnapshot(epoch, None, kills, "no rules have been applied")
     if previous is not None and previous.rules is not None and (
@@ -151,5 +159,5 @@ def ramp(
 
 __all__ = [
     "ControlError", "ControlSnapshot", "apply_rules_text", "import_rules_file", "kill", "ramp",
-    "ramp_text", "read_snapshot", "unkill",
+    "ramp_text", "read_snapshot", "snapshot_of", "unkill",
 ]

@@ -106,9 +106,15 @@ async def _until_legacy(session: aiohttp.ClientSession, url: str, started: float
                 return time.perf_counter() - started
 
 
+def _reset(store: ControlStore) -> None:
+    """Clear the warranties switch if a trial left it set (unkill refuses an unset one)."""
+    if "warranties" in store.kill_switches():
+        control.unkill(store, "warranties", actor="bench", reason="trial reset")
+
+
 async def _trial(store: ControlStore, urls: list[str]) -> float:
     async with aiohttp.ClientSession() as session:
-        control.unkill(store, "warranties", actor="bench", reason="trial reset")
+        _reset(store)
         deadline = time.monotonic() + 10
         while True:  # every replica routes to core again
             backends = []
@@ -164,7 +170,7 @@ def run_mode(mode: str, replicas: int, trials: int, redis_url: str | None) -> di
         results = [asyncio.run(_trial(store, urls)) * 1000 for _ in range(trials)]
         cli = []
         for _ in range(3):
-            control.unkill(store, "warranties", actor="bench", reason="reset")
+            _reset(store)
             time.sleep(0.5)
             env = {**os.environ, "STRANGLER_DB_PATH": db}
             if mode == "redis":

@@ -14,6 +14,10 @@ class ProxySettings(BaseSettings):
     rules_file: str | None = Field(None, description="rules YAML to import and watch")
     db_path: str = Field("var/strangler.sqlite3", description="embedded control store")
     redis_url: str | None = Field(None, description="distributed mode: shared state in Redis")
+    state_cache: str | None = Field(
+        None, description="file keeping this replica's last known control state (rules, kill "
+        "switches, audit) across restarts, for a store that lost its data; default "
+        "last-known-state.json beside db_path; '' turns it off")
 
     core_connect_timeout: float = 1.0
     core_read_timeout: float = 10.0

@@ -53,6 +53,11 @@ class ProxyMetrics:
         self.kill_switch = Gauge(
             "strangler_kill_switch", "1 while a kill switch is set", ["scope"], registry=r
         )
+        self.task_errors = Counter(
+            "strangler_background_errors_total",
+            "Exceptions caught in a background loop (which then goes on)", ["task"],
+            registry=r,
+        )
         self.store_errors = Counter(
             "strangler_store_errors_total", "Failed reads of the control store", registry=r
         )

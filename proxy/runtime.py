@@ -8,10 +8,12 @@ import ctypes
 import gc
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from control.decision import Backend, Decision, Reason
+from control.lastknown import StateCache
 from control.operations import ControlSnapshot
 from control.rollout_driver import RolloutDriver
 from control.rules import Funnel, RuleSet
@@ -50,6 +52,13 @@ def tune_malloc() -> bool:
         return False
 
 
+def state_cache_path(settings: ProxySettings) -> Path | None:
+    """Where the last known control state is kept (None: nowhere but memory)."""
+    if settings.state_cache is not None:
+        return Path(settings.state_cache) if settings.state_cache else None
+    return Path(settings.db_path).absolute().parent / "last-known-state.json"
+
+
 class ProxyRuntime:
     """Wires the proxy's parts from the settings and owns their lifecycle (`start`, `stop`).
 
@@ -63,7 +72,7 @@ class ProxyRuntime:
         sticky: StickyStore | None = None, telemetry: TelemetryStore | None = None,
     ) -> None:
         self.settings = settings
-        self.store = store or open_store(settings.redis_url, settings.db_path)
+        self.store = store or open_store(settings.redis_url, settings.db_path, initialize=False)
         self.metrics = ProxyMetrics()
         self.recorder = TelemetryRecorder(settings.telemetry_bucket_seconds)
         self.telemetry = telemetry or self._telemetry_store()
@@ -79,11 +88,6 @@ class ProxyRuntime:
                 "legacy", settings.legacy_url, settings.legacy_connect_timeout,
                 settings.legacy_read_timeout, settings.pool_size)),
         }
-        rules_file = Path(settings.rules_file) if settings.rules_file else None
-        self.watcher = ControlWatcher(
-            self.store, rules_file, self.set_snapshot, poll_interval=settings.poll_interval,
-            metrics=self.metrics, redis_url=settings.redis_url,
-        )
         self.monitor = GuardrailMonitor(
             store=self.store, telemetry=self.telemetry, rules=self._rules, kills=self._kills,
             metrics=self.metrics,
@@ -95,7 +99,14 @@ class ProxyRuntime:
             RedisLease(settings.redis_url, self.monitor.id, settings.guard_interval * 3)
             if settings.redis_url else LocalLease()
         )
+        rules_file = Path(settings.rules_file) if settings.rules_file else None
+        self.watcher = ControlWatcher(
+            self.store, rules_file, self.set_snapshot, poll_interval=settings.poll_interval,
+            metrics=self.metrics, redis_url=settings.redis_url, may_restore=self.lease.hold,
+            cache=StateCache(state_cache_path(settings)),
+        )
         self._tasks: list[asyncio.Task[None]] = []
+        self.durability: str | None = None
         self._cookie_suffix = (
             f"; Path=/; Max-Age={settings.session_cookie_max_age}; HttpOnly; SameSite=Lax"
         )
@@ -119,6 +130,7 @@ class ProxyRuntime:
         return self._upstreams[backend]
 
     async def start(self) -> None:
+        self.durability = await asyncio.to_thread(self._check_durability)
         await self.watcher.start()
         # Start-up objects (rules, pools, modules) never die: keep them out of the collector's
         # scans, and collect young objects less often; full collections of 20-50 ms were
@@ -128,8 +140,32 @@ class ProxyRuntime:
         gc.set_threshold(50_000, 20, 100)
         if self.settings.malloc_tuning:
             tune_malloc()
-        self._tasks.append(asyncio.create_task(self._flush_loop(), name="strangler-telemetry"))
-        self._tasks.append(asyncio.create_task(self._monitor_loop(), name="strangler-monitor"))
+        self._tasks.append(asyncio.create_task(
+            self._survive("telemetry", self._flush_loop), name="strangler-telemetry"))
+        self._tasks.append(asyncio.create_task(
+            self._survive("monitor", self._monitor_loop), name="strangler-monitor"))
+
+    def _check_durability(self) -> str | None:
+        try:
+            problem = self.store.durability()
+        except StoreUnavailable as exc:
+            problem = str(exc)
+        if problem is not None:
+            log.warning("control store durability: %s (docs/proxy.md, Store loss)", problem)
+        return problem
+
+    async def _survive(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run a background loop forever: an exception is logged and counted, then the
+        loop starts again."""
+        while True:
+            try:
+                await loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.metrics.task_errors.labels(name).inc()
+                log.exception("%s loop failed; restarting it", name)
+                await asyncio.sleep(1.0)
 
     async def stop(self) -> None:
         await self.watcher.stop()
@@ -231,10 +267,15 @@ class ProxyRuntime:
         name = rules.session_cookie if rules is not None else "checkout_session"
         return f"{name}={unit}{self._cookie_suffix}"
 
+    def dead_tasks(self) -> list[str]:
+        """Background loops that ended while the proxy runs (each should never end)."""
+        return self.watcher.dead_tasks() + [t.get_name() for t in self._tasks if t.done()]
+
     def describe(self) -> dict[str, Any]:
         snap = self.snapshot
         age = self.watcher.state_age()
-        degraded = self.watcher.last_error is not None
+        dead = self.dead_tasks()
+        degraded = bool(self.watcher.last_error or self.watcher.store_problem or dead)
         return {
             "status": "degraded" if degraded else "ok",
             "rules_version": snap.rules.version if snap.rules else None,
@@ -242,6 +283,9 @@ class ProxyRuntime:
             "kill_switches": sorted(snap.kills),
             "store": "redis" if self.settings.redis_url else "sqlite",
             "store_error": self.watcher.last_error,
+            "store_problem": self.watcher.store_problem,
+            "store_durability": self.durability,
+            "dead_tasks": dead,
             "state_age_seconds": round(age, 3) if age is not None else None,
             "epoch": snap.epoch,
             "time": time.time(),

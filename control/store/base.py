@@ -14,6 +14,15 @@ class StoreUnavailable(StoreError):
     """The store could not be reached or answered with an error."""
 
 
+class StoreMissing(StoreUnavailable):
+    """There is no control store where the caller looked (and it must not create one)."""
+
+
+class StoreLost(StoreUnavailable):
+    """The store the caller was reading is gone or is another one now: a SQLite file
+    deleted or replaced, a Redis that came back empty. Its identity says which."""
+
+
 class VersionConflict(StoreError):
     """A compare-and-set lost: the active version is not the one the caller expected."""
 
@@ -51,6 +60,31 @@ class KillSwitch:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreIdentity:
+    """Which store this is. `generation` is minted when a store is created (or restored);
+    `restored_from` names the generation a restore carried the state over from, so that
+    replicas which knew that one accept the restored store as the same lineage."""
+
+    generation: str
+    created_at: float
+    restored_from: str | None = None
+
+    def continues(self, known: str) -> bool:
+        return known in (self.generation, self.restored_from)
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreState:
+    """What a restore writes into an empty store: the last known rules version (with its
+    number), the kill switches, the audit entries seen, and the new identity."""
+
+    identity: StoreIdentity
+    rules: RulesVersion | None
+    kills: tuple[KillSwitch, ...]
+    audit: tuple[AuditEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class AuditEntry:
     at: float
     actor: str
@@ -65,6 +99,25 @@ class ControlStore(Protocol):
 
     def epoch(self) -> int:
         """A counter that changes on every write; replicas poll it cheaply."""
+
+    def identity(self) -> StoreIdentity | None:
+        """This store's identity, None for a store that holds none (new, or lost its data).
+        Raises StoreLost when the store read so far is gone (SQLite file deleted or
+        replaced)."""
+
+    def initialize(self) -> StoreIdentity:
+        """Give an empty store an identity (no-op returning the existing one)."""
+
+    def restore(self, state: RestoreState) -> None:
+        """Write `state` into a store without identity, in one step; kill switches already
+        in the store stay (kills win). Raises StoreError if the store has an identity."""
+
+    def durability(self) -> str | None:
+        """None when the store keeps its data across restarts; else why it may not."""
+
+    def reconnect(self) -> None:
+        """Open the store at its location again (after StoreLost); a no-op where the
+        location cannot change under the store (Redis)."""
 
     def active_rules(self) -> RulesVersion | None: ...
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -18,7 +20,10 @@ import redis
 from control.store.base import (
     AuditEntry,
     KillSwitch,
+    RestoreState,
     RulesVersion,
+    StoreError,
+    StoreIdentity,
     StoreUnavailable,
     VersionConflict,
 )
@@ -34,6 +39,7 @@ K_VERSIONS = PREFIX + "rules:versions"
 K_KILLS = PREFIX + "kill"
 K_AUDIT = PREFIX + "audit"
 K_META = PREFIX + "meta"
+K_IDENTITY = PREFIX + "identity"
 AUDIT_KEEP = 100_000
 
 
@@ -65,6 +71,60 @@ class RedisControlStore:
     def epoch(self) -> int:
         with self._errors():
             return int(self.client.get(K_EPOCH) or 0)
+
+    def identity(self) -> StoreIdentity | None:
+        with self._errors():
+            raw = self.client.get(K_IDENTITY)
+        return StoreIdentity(**json.loads(raw)) if raw else None
+
+    def initialize(self) -> StoreIdentity:
+        fresh = StoreIdentity(uuid.uuid4().hex, time.time())
+        with self._errors():
+            self.client.set(K_IDENTITY, json.dumps(asdict(fresh)), nx=True)
+        identity = self.identity()
+        assert identity is not None
+        return identity
+
+    def restore(self, state: RestoreState) -> None:
+        with self._errors(), self.client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(K_IDENTITY, K_ACTIVE, K_COUNTER)  # type: ignore[no-untyped-call]
+                    if pipe.exists(K_IDENTITY):
+                        raise StoreError(f"control store {self.url} has an identity: not "
+                                         "restored")
+                    pipe.multi()
+                    self._restore(pipe, state)
+                    pipe.execute()
+                    break
+                except redis.WatchError:
+                    continue
+        self._notify()
+
+    def _restore(self, pipe: Any, state: RestoreState) -> None:
+        pipe.set(K_IDENTITY, json.dumps(asdict(state.identity)))
+        if state.rules is not None:
+            r = state.rules
+            pipe.hset(K_VERSIONS, str(r.version), json.dumps(asdict(r)))
+            pipe.set(K_ACTIVE, r.version)
+            pipe.set(K_COUNTER, r.version)
+        for k in state.kills:  # a switch set since the loss stays as it is: kills win
+            pipe.hsetnx(K_KILLS, k.scope, json.dumps(asdict(k)))
+        for entry in sorted(state.audit, key=lambda e: e.at, reverse=True):
+            pipe.rpush(K_AUDIT, json.dumps(asdict(entry), sort_keys=True))
+        self._published(pipe)
+
+    def durability(self) -> str | None:
+        """Whether Redis keeps the control state across a restart (AOF or RDB snapshots)."""
+        try:
+            config = self.client.config_get("appendonly")
+            config.update(self.client.config_get("save"))
+        except redis.RedisError as exc:
+            return f"cannot read Redis persistence settings: {exc}"
+        if config.get("appendonly") == "yes" or config.get("save"):
+            return None
+        return ("Redis persistence is off (appendonly no, save ''): a restart loses the "
+                "control state; the proxies then restore their last known state")
 
     def active_rules(self) -> RulesVersion | None:
         with self._errors():
@@ -125,15 +185,24 @@ class RedisControlStore:
             self._notify()
 
     def clear_kill(self, scope: str, audit: AuditEntry) -> KillSwitch | None:
-        with self._errors():
-            pipe = self.client.pipeline(transaction=True)
-            pipe.hget(K_KILLS, scope)
-            pipe.hdel(K_KILLS, scope)
-            self._push_audit(pipe, audit)
-            self._published(pipe)
-            previous = pipe.execute()[0]
+        with self._errors(), self.client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(K_KILLS)  # type: ignore[no-untyped-call]
+                    previous = pipe.hget(K_KILLS, scope)
+                    if previous is None:  # clearing nothing is not an event
+                        pipe.unwatch()
+                        return None
+                    pipe.multi()
+                    pipe.hdel(K_KILLS, scope)
+                    self._push_audit(pipe, audit)
+                    self._published(pipe)
+                    pipe.execute()
+                    break
+                except redis.WatchError:
+                    continue
         self._notify()
-        return KillSwitch(**json.loads(previous)) if previous else None
+        return KillSwitch(**json.loads(previous))
 
     @staticmethod
     def _push_audit(pipe: Any, entry: AuditEntry) -> None:
@@ -163,6 +232,9 @@ class RedisControlStore:
     def set_meta(self, key: str, value: str) -> None:
         with self._errors():
             self.client.hset(K_META, key, value)
+
+    def reconnect(self) -> None:
+        """Redis has no file that could be replaced under the client."""
 
     def close(self) -> None:
         self.client.close()

@@ -9,8 +9,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from cli.ops import status_data as cli_status_data
 from control.status import status_data
+from control.status import status_data as cli_status_data
 from tests.integration.conftest import RULES, Stack
 
 TOKEN = "tok-" + uuid.uuid4().hex

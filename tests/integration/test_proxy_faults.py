@@ -149,7 +149,9 @@ def test_a_restarted_redis_keeps_the_kill_switch_and_a_new_one_reaches_the_proxy
 
 
 @pytest.mark.redis
-def test_a_redis_that_comes_back_empty_sends_everything_to_legacy(tmp_path: Path) -> None:
+def test_a_redis_that_comes_back_empty_gets_the_kill_switch_back(tmp_path: Path) -> None:
+    """Before: the proxy routed by an empty store (DEFAULT; rules=none) and the kill switch
+    was gone for good. Now the last known state, kill switch included, is restored."""
     with redis_process(tmp_path, persistent=False) as server:
         seed(RedisControlStore(server.url), kill_warranties=True)
         with proxy_on(server.url, server.url, tmp_path) as stack:
@@ -159,7 +161,11 @@ def test_a_redis_that_comes_back_empty_sends_everything_to_legacy(tmp_path: Path
             eventually(lambda: health(stack.url)[0] == 200, 5, "healthy again")
             r = post_cart(stack.url, IE)
             assert r.headers["x-checkout-backend"] == "legacy"
-            assert r.headers["x-checkout-decision"] == "DEFAULT; rules=none"
+            assert r.headers["x-checkout-decision"] == "KILL_SWITCH; rules=1"
+            restored = RedisControlStore(server.url)
+            assert set(restored.kill_switches()) == {"warranties"}
+            assert restored.audit_log(1)[0].action == "store.restore"
+            restored.close()
 
 
 # -- the core unreachable ----------------------------------------------------------------

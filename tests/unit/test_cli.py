@@ -14,6 +14,7 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from cli.main import app
+from control.store import open_store
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "rules" / "checkout.yaml"
@@ -51,14 +52,19 @@ def strangler() -> Run:
 
 @pytest.fixture
 def db(tmp_path: Path) -> list[str]:
-    return ["--db-path", str(tmp_path / "control.sqlite3")]
+    """A store as the proxy leaves it when it starts (the CLI never creates one)."""
+    path = tmp_path / "control.sqlite3"
+    open_store(None, str(path)).close()
+    return ["--db-path", str(path)]
 
 
 @pytest.fixture(params=["sqlite", "redis"])
 def store_args(request: pytest.FixtureRequest, db: list[str]) -> list[str]:
     if request.param == "sqlite":
         return db
-    return ["--redis-url", request.getfixturevalue("redis_clean_url")]
+    url = request.getfixturevalue("redis_clean_url")
+    open_store(url, "unused").initialize()  # as the first proxy does when it starts
+    return ["--redis-url", url]
 
 
 @pytest.fixture
@@ -303,9 +309,11 @@ def test_global_kill_works_without_rules_and_shows_in_status(strangler, store_ar
     assert set(data["kill_switches"]) == {"*"}
 
 
-def test_unkill_of_a_switch_that_is_not_set_says_so(strangler, db):
-    result = ok(strangler("unkill", "--funnel", "warranties", "--reason", "x", *db))
-    assert "was not set" in result.stdout
+def test_unkill_of_a_switch_that_is_not_set_exits_1_and_audits_nothing(strangler, db):
+    result = strangler("unkill", "--funnel", "warranties", "--reason", "x", *db)
+    assert result.exit_code == 1
+    assert "not set" in result.output
+    assert as_json(strangler("audit", "--json", *db)) == []
 
 
 def test_kill_without_reason_exits_2(strangler, db):
@@ -314,6 +322,7 @@ def test_kill_without_reason_exits_2(strangler, db):
 
 
 def test_unkill_without_reason_asks_for_one(strangler, db):
+    ok(strangler("rules", "apply", str(SAMPLE), "--reason", "pilot", *db))
     ok(strangler("kill", "--funnel", "warranties", "--reason", "drill", *db))
     assert strangler("unkill", "--funnel", "warranties", *db).exit_code == 1  # no answer
     assert as_json(strangler("status", "--json", *db))["kill_switches"]
@@ -427,7 +436,7 @@ def test_audit_lists_who_did_what_and_why(strangler, db):
 def test_rollout_start_applies_the_first_step_and_people_control_it(strangler, db):
     ok(strangler("rules", "apply", str(SAMPLE), "--reason", "pilot", *db))
     started = ok(strangler("rollout", "start", "warranties", "--country", "DE", "--steps",
-                           "1,5,25", "--hold", "10m", "--reason", "go", *db))
+                           "1,5,25", "--hold", "10m", "--reason", "go", "--yes", *db))
     assert "at 1%" in started.stdout
     data = as_json(strangler("status", "--json", *db))
     warranties = next(f for f in data["funnels"] if f["name"] == "warranties")
@@ -451,6 +460,32 @@ def test_rollout_start_refusals(strangler, db, args, code, words):
     result = strangler("rollout", "start", *args, *db)
     assert result.exit_code == code
     assert words in result.stderr
+
+
+def test_rollout_start_shows_the_blast_radius_of_its_first_step_and_asks(strangler, db):
+    ok(strangler("rules", "apply", str(SAMPLE), "--reason", "pilot", *db))
+    declined = strangler("rollout", "start", "warranties", "--country", "DE", "--steps",
+                         "5,25", "--reason", "go", *db, input="n\n")
+    assert declined.exit_code == 1
+    assert "blast radius" in declined.stdout and "DE" in declined.stdout
+    assert "apply?" in declined.stdout
+    assert as_json(strangler("rollout", "status", "--json", *db)) == []
+    assert as_json(strangler("rules", "history", "--json", *db))[0]["version"] == 1
+    accepted = strangler("rollout", "start", "warranties", "--country", "DE", "--steps",
+                         "5,25", "--reason", "go", *db, input="y\n")
+    assert "at 5%" in ok(accepted).stdout
+
+
+def test_rollout_start_that_lowers_a_percentage_needs_allow_lower(strangler, db):
+    ok(strangler("rules", "apply", str(SAMPLE), "--reason", "pilot", *db))  # IE at 50%
+    lowered = strangler("rollout", "start", "warranties", "--country", "IE", "--steps",
+                        "1,5,100", "--reason", "again", "--yes", *db)
+    assert lowered.exit_code == 2
+    assert "lower" in lowered.stderr and "50%" in lowered.stderr and "--allow-lower" in (
+        lowered.stderr)
+    assert as_json(strangler("rules", "history", "--json", *db))[0]["version"] == 1
+    ok(strangler("rollout", "start", "warranties", "--country", "IE", "--steps", "1,5,100",
+                 "--reason", "again", "--yes", "--allow-lower", *db))
 
 
 def test_rollout_needs_guardrails_on_the_funnel(strangler, db, rules_file):

@@ -331,7 +331,8 @@ def test_kill_and_unkill_require_a_reason(store, operation, reason):
     assert store.audit_log() == []
 
 
-def test_kill_sets_the_switch_and_records_an_audit_entry_with_actor_and_evidence(store):
+def test_kill_sets_the_switch_and_records_an_audit_entry_with_actor_and_evidence(store, apply):
+    apply()
     evidence = {"guardrail": "payment_failed", "z": 4.2}
     switch = control.kill(store, "warranties", actor="bob", reason="INC-7", evidence=evidence)
     assert store.kill_switches() == {"warranties": switch}
@@ -348,17 +349,34 @@ def test_kill_without_a_funnel_is_global(store):
     assert set(store.kill_switches()) == {"*"}
 
 
-def test_unkill_clears_the_switch_returns_it_and_records_an_audit_entry(store):
+def test_unkill_clears_the_switch_returns_it_and_records_an_audit_entry(store, apply):
+    apply()
     switch = control.kill(store, "warranties", actor="bob", reason="INC-7")
     previous = control.unkill(store, "warranties", actor="carol", reason="fix deployed")
     assert previous == switch
     assert store.kill_switches() == {}
-    assert [(e.action, e.actor, e.target, e.reason) for e in store.audit_log()] == [
+    assert [(e.action, e.actor, e.target, e.reason) for e in store.audit_log()][:2] == [
         ("unkill", "carol", "warranties", "fix deployed"),
         ("kill", "bob", "warranties", "INC-7"),
     ]
 
 
-def test_unkill_of_a_switch_that_is_not_set_returns_none_but_is_audited(store):
-    assert control.unkill(store, None, actor="carol", reason="just in case") is None
-    assert [(e.action, e.target) for e in store.audit_log()] == [("unkill", "*")]
+def test_unkill_of_a_switch_that_is_not_set_is_refused_and_not_audited(store):
+    with pytest.raises(ControlError, match="not set"):
+        control.unkill(store, None, actor="carol", reason="just in case")
+    assert store.audit_log() == []
+
+
+@pytest.mark.parametrize("name", ["warrantys", "Warranties", "nope"])
+def test_kill_of_a_funnel_the_rules_do_not_name_is_refused(store, apply, name):
+    apply()
+    with pytest.raises(ControlError, match="no funnel named"):
+        control.kill(store, name, actor="bob", reason="INC-7")
+    assert store.kill_switches() == {}
+
+
+def test_kill_with_an_empty_funnel_is_refused_not_global(store, apply):
+    apply()
+    with pytest.raises(ControlError, match="--funnel"):
+        control.kill(store, " ", actor="bob", reason="INC-7")
+    assert store.kill_switches() == {}

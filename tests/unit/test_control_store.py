@@ -72,7 +72,6 @@ WRITES: dict[str, Callable[[ControlStore], object]] = {
     "apply_rules": lambda s: apply(s, "second", expected=1),
     "set_kill": lambda s: s.set_kill(switch("warranties"), audit("kill")),
     "clear_kill_of_a_set_switch": lambda s: s.clear_kill("*", audit("unkill")),
-    "clear_kill_of_a_missing_switch": lambda s: s.clear_kill("nope", audit("unkill")),
     "record_audit": lambda s: s.record_audit(audit("note")),
 }
 
@@ -200,9 +199,13 @@ def test_clear_kill_returns_the_previous_switch_and_removes_only_that_scope(stor
     assert set(store.kill_switches()) == {"*"}
 
 
-def test_clear_kill_of_a_missing_scope_returns_none(store):
+def test_clear_kill_of_a_missing_scope_returns_none_and_writes_nothing(store):
+    store.set_kill(switch("*"), audit("kill"))
+    before, audited = store.epoch(), store.audit_log()
     assert store.clear_kill("warranties", audit("unkill")) is None
-    assert store.kill_switches() == {}
+    assert set(store.kill_switches()) == {"*"}
+    assert store.audit_log() == audited  # clearing nothing is not an event
+    assert store.epoch() == before
 
 
 # --- audit ------------------------------------------------------------------------------
