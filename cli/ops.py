@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from decimal import Decimal, InvalidOperation
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -170,3 +170,20 @@ def status(
     for r in data["rollouts"]:
         console.print(f"rollout {r['id']} {r['funnel']}: {r['percent']}% {r['state']}: "
                       f"{r['detail']}")
+    _print_rules_files(data["rules_files"])
+
+
+def _print_rules_files(files: list[dict[str, Any]]) -> None:
+    """Drift of the active rules from each watched file, and a refused edit."""
+    for f in files:
+        drift = f["drift"]
+        if drift:
+            console.print(f"drift: the active rules differ from {f['path']} (imported as "
+                          f"version {f['imported_as_version']}) in: {', '.join(drift)}; "
+                          "`strangler rules export` writes the active rules for the file")
+        conflict = f["conflict"]
+        if isinstance(conflict, dict):
+            console.print(f"[bold red]RULES FILE EDIT REFUSED[/] {f['path']}: it conflicts "
+                          "with changes made since the last import:")
+            for c in conflict["conflicts"]:
+                console.print(f"  {c['sentence']}")

@@ -191,3 +191,25 @@ def rollback(
             reason=reason, expected_version=active.version,
         )
     console.print(f"rules version {target} restored as version {applied.version}")
+
+
+@app.command()
+def export(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file.")]
+    = None,
+    db_path: DbPath = DEFAULT_DB, redis_url: RedisUrl = None,
+) -> None:
+    """Write the active rules as YAML (CLI ramps and rollout steps included), for
+    committing back to the rules file (GitOps); applying the export changes nothing.
+
+    Example: strangler rules export -o rules/checkout.yaml
+    """
+    with store_for(db_path, redis_url) as store:
+        active = store.active_rules()
+    if active is None:
+        fail("no rules are active")
+    if output is None:
+        typer.echo(active.text, nl=not active.text.endswith("\n"))
+    else:
+        output.write_text(active.text, encoding="utf-8")
+        console.print(f"rules version {active.version} written to {output}")

@@ -5,10 +5,24 @@ the rules parser."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 class ControlError(Exception):
     """An operation the store refused for a reason the operator can fix."""
+
+
+class RulesConflict(ControlError):
+    """An edit of the rules file touches rules changed since the file was last imported
+    (a ramp, a rollout step): refused until resolved. `conflicts` are control.merge
+    Conflicts: slot, the file's value, the active value."""
+
+    def __init__(self, source: str, conflicts: tuple[Any, ...]) -> None:
+        self.source = source
+        self.conflicts = conflicts
+        super().__init__(f"{source}: the edit conflicts with changes made since the last "
+                         "import; nothing was applied:\n" + "\n".join(
+                             f"  {c.sentence()}" for c in conflicts))
 
 
 Loc = tuple[str | int, ...]

@@ -6,6 +6,7 @@ Each operation validates first, writes the store in one step, and records who, w
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from control.errors import ControlError, RulesError
+from control.errors import ControlError, RulesConflict, RulesError
 from control.killswitch import kill, unkill
 from control.rules import RuleSet
 from control.rules_loader import load_rules_text, parse_rules, rules_digest
@@ -58,26 +59,86 @@ def apply_rules_text(
     return record
 
 
-def import_rules_file(store: ControlStore, path: Path, *, actor: str) -> RulesVersion | None:
-    """Apply the file if its content changed since it was last imported; else do nothing.
+FILES_KEY = "rules-files"  # the watched files' paths (JSON list), for status
+CONFLICT_KEY = "rules-file-conflict"  # the refused edit's conflicts (JSON), or ""
 
-    Raises RulesError when the file is invalid (the active rules stay as they are).
+
+def _file_key(path: Path) -> str:
+    return f"rules-file:{path.resolve()}"
+
+
+def last_import(store: ControlStore, path: Path) -> dict[str, Any] | None:
+    """What the file said when it was last imported: {digest, text, version, at}."""
+    raw = store.get_meta(_file_key(path))
+    try:
+        data = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and "text" in data else None
+
+
+def watched_files(store: ControlStore) -> list[str]:
+    raw = store.get_meta(FILES_KEY)
+    return list(json.loads(raw)) if raw else []
+
+
+def _remember_import(store: ControlStore, path: Path, text: str, version: int | None) -> None:
+    store.set_meta(_file_key(path), json.dumps({
+        "digest": rules_digest(text), "text": text, "version": version, "at": time.time()}))
+    files = watched_files(store)
+    if str(path.resolve()) not in files:
+        store.set_meta(FILES_KEY, json.dumps([*files, str(path.resolve())]))
+
+
+def import_rules_file(store: ControlStore, path: Path, *, actor: str) -> RulesVersion | None:
+    """Apply an edit of the rules file on top of the active rules; None when nothing
+    changed (control.merge says how: the change from the last imported file to this one is
+    applied, so CLI ramps and rollouts of rules the edit did not touch stay).
+
+    Raises RulesError when the file is invalid and RulesConflict when the edit touches a
+    rule that changed since the last import (the active rules stay as they are in both).
     """
     text = path.read_text(encoding="utf-8")
     digest = rules_digest(text)
-    key = f"file:{path.resolve()}"
-    if store.get_meta(key) == digest:
+    base = last_import(store, path)
+    if base is not None and base["digest"] == digest:
         return None
+    parse_rules(text, str(path))  # errors name the file's own lines
     active = store.active_rules()
-    if active is not None and active.digest == digest:
-        store.set_meta(key, digest)
+    merged = text if base is None or active is None else _merged(base["text"], text, active,
+                                                                 path)
+    if active is not None and (active.digest == rules_digest(merged) or (
+            yaml.safe_load(merged) == yaml.safe_load(active.text))):
+        _remember_import(store, path, text, active.version)
         return None
     record = apply_rules_text(
-        store, text, source=str(path), actor=actor, reason=f"rules file {path.name} changed",
+        store, merged, source=str(path), actor=actor,
+        reason=f"rules file {path.name} changed" + (" (merged on top of the active rules)"
+                                                    if merged != text else ""),
         expected_version=active.version if active else None,
     )
-    store.set_meta(key, digest)
+    _remember_import(store, path, text, record.version)
     return record
+
+
+def _merged(base_text: str, text: str, active: RulesVersion, path: Path) -> str:
+    from control.merge import merge_rules
+
+    theirs = yaml.safe_load(text)
+    result = merge_rules(yaml.safe_load(base_text), theirs, yaml.safe_load(active.text))
+    if result.conflicts:
+        raise RulesConflict(str(path), result.conflicts)
+    return text if result.data == theirs else yaml.safe_dump(result.data, sort_keys=False)
+
+
+def rules_drift(store: ControlStore, path: Path) -> list[str]:
+    """Where the active rules differ from what the file said when last imported."""
+    from control.merge import drift
+
+    base, active = last_import(store, path), store.active_rules()
+    if base is None or active is None:
+        return []
+    return drift(yaml.safe_load(base["text"]), yaml.safe_load(active.text))
 
 
 def read_snapshot(store: ControlStore, previous: ControlSnapshot | None = None) -> ControlSnapshot:
@@ -158,6 +219,19 @@ def ramp(
 
 
 __all__ = [
-    "ControlError", "ControlSnapshot", "apply_rules_text", "import_rules_file", "kill", "ramp",
-    "ramp_text", "read_snapshot", "snapshot_of", "unkill",
+    "CONFLICT_KEY",
+    "FILES_KEY",
+    "ControlError",
+    "ControlSnapshot",
+    "apply_rules_text",
+    "import_rules_file",
+    "kill",
+    "last_import",
+    "ramp",
+    "ramp_text",
+    "read_snapshot",
+    "rules_drift",
+    "snapshot_of",
+    "unkill",
+    "watched_files",
 ]

@@ -7,9 +7,12 @@ report), so every replica and the CLI see the same figures.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from control.decision import is_killed
+from control.operations import CONFLICT_KEY, last_import, rules_drift, watched_files
 from control.rules_loader import load_rules_text
 from control.store import ControlStore
 from guardrails.report import read_report
@@ -50,5 +53,23 @@ def status_data(store: ControlStore) -> dict[str, Any]:
         "kill_switches": {s: {"reason": k.reason, "actor": k.actor, "at": k.at}
                           for s, k in kills.items()},
         "monitor": {"at": report.get("at"), "telemetry": report.get("telemetry")},
+        "rules_files": rules_files(store),
         "rollouts": report.get("rollouts", []),
     }
+
+
+def rules_files(store: ControlStore) -> list[dict[str, Any]]:
+    """Each watched rules file: the version it was last imported as, where the active
+    rules drifted from it (CLI ramps, rollouts: `strangler rules export` writes them back),
+    and the conflicts of an edit refused (none: null)."""
+    raw = store.get_meta(CONFLICT_KEY)
+    conflict = json.loads(raw) if raw else None
+    out = []
+    for path in watched_files(store):
+        base = last_import(store, Path(path))
+        out.append({
+            "path": path, "imported_as_version": base.get("version") if base else None,
+            "drift": rules_drift(store, Path(path)),
+            "conflict": conflict if conflict and conflict.get("file") == path else None,
+        })
+    return out

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
@@ -31,9 +32,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
-from control.errors import RulesError
+from control.errors import RulesConflict, RulesError
 from control.lastknown import StateCache
-from control.operations import ControlSnapshot, import_rules_file, snapshot_of
+from control.operations import (
+    CONFLICT_KEY,
+    ControlSnapshot,
+    import_rules_file,
+    snapshot_of,
+)
 from control.store import (
     AuditEntry,
     ControlStore,
@@ -55,6 +61,10 @@ class Counter(Protocol):
     def inc(self, amount: float = 1) -> None: ...
 
 
+class Gauge(Protocol):
+    def set(self, value: float) -> None: ...
+
+
 class LabeledCounter(Protocol):
     def labels(self, *values: str) -> Counter: ...
 
@@ -70,6 +80,15 @@ class WatcherMetrics(Protocol):
 
     @property
     def task_errors(self) -> LabeledCounter: ...
+
+    @property
+    def rules_conflicts(self) -> Gauge: ...
+
+
+def conflict_json(conflict: RulesConflict) -> str:
+    return json.dumps({"file": conflict.source, "at": time.time(), "conflicts": [
+        {"slot": c.slot, "file": c.file_value, "active": c.active_value,
+         "sentence": c.sentence()} for c in conflict.conflicts]}, default=str)
 
 
 def _never() -> bool:
@@ -100,6 +119,8 @@ class ControlWatcher:
         self.snapshot = ControlSnapshot(0, None, frozenset(), "not loaded yet")
         self.last_error: str | None = None
         self.store_problem: str | None = None
+        self.rules_conflict: RulesConflict | None = None
+        self._conflict_version: int | None = None
         self.last_refresh: float | None = None
         self._seen: tuple[str, int] | None = None
         self._file_sig: tuple[float, int] | None = None
@@ -172,7 +193,7 @@ class ControlWatcher:
             self._file_sig = None
             return False
         signature = (stat.st_mtime, stat.st_size)
-        if signature == self._file_sig:
+        if signature == self._file_sig and not self._conflict_may_resolve():
             return False
         self._file_sig = signature
         try:
@@ -180,6 +201,9 @@ class ControlWatcher:
         except RulesError as exc:
             self.metrics.reload_failures.inc()
             log.error("rules file rejected, the last good rules keep serving:\n%s", exc)
+            return False
+        except RulesConflict as exc:
+            await self._conflict(exc)
             return False
         except VersionConflict as exc:  # another replica applied first: look again
             self._file_sig = None
@@ -189,7 +213,30 @@ class ControlWatcher:
             self._file_sig = None  # try again on the next tick
             log.warning("could not import %s: %s", path, exc)
             return False
+        if self.rules_conflict is not None:
+            await self._conflict(None)
         return record is not None
+
+    def _conflict_may_resolve(self) -> bool:
+        """A refused edit is tried again when the active rules change (a ramp back)."""
+        rules = self.known.rules
+        return self.rules_conflict is not None and rules is not None and (
+            rules.version != self._conflict_version)
+
+    async def _conflict(self, conflict: RulesConflict | None) -> None:
+        """Record a refused edit (or its resolution) where status and the dashboard see it:
+        this replica's state, a metric, and the store's meta."""
+        if conflict is not None and (self.rules_conflict is None or str(conflict) != str(
+                self.rules_conflict)):
+            log.error("rules file edit refused as a conflict, the active rules keep "
+                      "serving:\n%s", conflict)
+        elif conflict is None:
+            log.warning("rules file conflict resolved: the file applies again")
+        self.rules_conflict = conflict
+        self._conflict_version = self.known.rules.version if self.known.rules else None
+        self.metrics.rules_conflicts.set(len(conflict.conflicts) if conflict else 0)
+        await asyncio.to_thread(self.store.set_meta, CONFLICT_KEY, "" if conflict is None
+                                else conflict_json(conflict))
 
     # -- the store -------------------------------------------------------------------------
 

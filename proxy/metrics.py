@@ -53,6 +53,10 @@ class ProxyMetrics:
         self.kill_switch = Gauge(
             "strangler_kill_switch", "1 while a kill switch is set", ["scope"], registry=r
         )
+        self.rules_conflicts = Gauge(
+            "strangler_rules_conflicts",
+            "Conflicts of the refused rules file edit (0: the file applies)", registry=r,
+        )
         self.task_errors = Counter(
             "strangler_background_errors_total",
             "Exceptions caught in a background loop (which then goes on)", ["task"],

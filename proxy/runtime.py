@@ -284,6 +284,8 @@ class ProxyRuntime:
             "store": "redis" if self.settings.redis_url else "sqlite",
             "store_error": self.watcher.last_error,
             "store_problem": self.watcher.store_problem,
+            "rules_conflict": None if self.watcher.rules_conflict is None else [
+                c.sentence() for c in self.watcher.rules_conflict.conflicts],
             "store_durability": self.durability,
             "dead_tasks": dead,
             "state_age_seconds": round(age, 3) if age is not None else None,
