@@ -131,7 +131,8 @@
         (f) => api("series?funnel=" + encodeURIComponent(f.name)).catch(() => null)));
       render(status, report, audit, rollouts, series);
       connection(true, clock(Date.now() / 1000));
-      banner(null);
+      const refused = rulesProblems(status);
+      banner(refused || null, Boolean(refused));
     } catch (err) {
       connection(false, err.status ? "error " + err.status : "offline");
       if (err.status === 401) {
@@ -147,6 +148,14 @@
       state.again = false;
       state.timer = setTimeout(refresh, delay);
     }
+  }
+
+  // A rules file edit refused as a conflict: the file and the active rules disagree.
+  function rulesProblems(status) {
+    return (status.rules_files || []).filter((f) => f.conflict).map((f) =>
+      "Rules file edit refused: " + f.path + " conflicts with changes made since the last " +
+      "import (the active rules keep serving): " +
+      f.conflict.conflicts.map((c) => c.sentence).join("; ")).join(" ");
   }
 
   function connection(ok, text) {
