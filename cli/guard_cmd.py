@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -30,6 +31,60 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{float(value) * 100:.1f}%"
+
+
+def _pct2(value: Any) -> str:
+    return "-" if value is None else f"{float(value) * 100:.2f}%"
+
+
+def _p_value(value: Any) -> str:
+    return "-" if value is None else f"p={float(value):.3g}"
+
+
+def _ms(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.0f} ms"
+
+
+def _times(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.3g}x"
+
+
+def _latency_ceiling(g: dict[str, Any]) -> bool:
+    """Whether a latency bound is the p95 against the ceiling (ms), not a ratio (x)."""
+    ev = g.get("evidence") or {}
+    return ev.get("ceiling_ms") is not None and g["threshold"] == ev.get("ceiling_ms") and (
+        g["threshold"] != ev.get("max_ratio"))
+
+
+def with_units(g: dict[str, Any]) -> tuple[str, str, str, str]:
+    """Core and legacy estimates, bound and threshold of a guardrail, each with its unit."""
+    name = g["name"]
+    est: Callable[[Any], str]
+    bound: Callable[[Any], str]
+    if name in ("conversion", "payment_success"):
+        est, bound = _pct, _pct  # rates; the bound is the relative drop of core vs legacy
+    elif name == "latency_p95":
+        est, bound = _ms, (_ms if _latency_ceiling(g) else _times)
+    elif name == "error_budget":
+        est, bound = _pct2, _times  # the error rate; the burn rate against the SLO
+    elif name == "sample_ratio":
+        est, bound = _pct, _p_value
+    else:
+        est = bound = _fmt
+    return (est(g["core_estimate"]), est(g["legacy_estimate"]), bound(g["bound"]),
+            bound(g["threshold"]))
+
+
+BOUND_HELP = (
+    "bound: the confidence bound the verdict compares with the threshold: the relative drop "
+    "of core against legacy (conversion, payment success), the core's p95 in ms or its ratio "
+    "to legacy's (latency), the burn rate of the error budget (error budget), the p-value "
+    "(sample ratio). Not enough samples on either arm: insufficient_data, never a failure."
+)
 
 
 def load_report(db_path: str, redis_url: str | None) -> dict[str, Any] | None:
@@ -72,7 +127,8 @@ def _print(report: dict[str, Any]) -> None:
         print_rows(
             ("guardrail", "core", "legacy", "bound", "threshold", "n core", "n legacy",
              "verdict"),
-            [(g["name"], _fmt(g["core_estimate"]), _fmt(g["legacy_estimate"]), _fmt(g["bound"]),
-              _fmt(g["threshold"]), _fmt(g["n_core"]), _fmt(g["n_legacy"]), g["verdict"])
+            [(g["name"], *with_units(g), _fmt(g["n_core"]), _fmt(g["n_legacy"]), g["verdict"])
              for g in funnel["guardrails"]],
         )
+    if console.is_terminal:
+        console.print(f"\n{BOUND_HELP}")

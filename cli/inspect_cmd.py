@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from cli.common import DEFAULT_DB, AsJson, DbPath, RedisUrl, console, fail, print_json, store_for
+from cli.common import (
+    DEFAULT_DB,
+    AsJson,
+    DbPath,
+    RedisUrl,
+    console,
+    fail,
+    print_json,
+    print_rows,
+    store_for,
+)
 from control.decision import Backend, Reason, decide
 
 _WHY = {
@@ -97,6 +107,6 @@ def audit(
         print_json([{"at": e.at, "actor": e.actor, "action": e.action, "target": e.target,
                      "reason": e.reason, "details": e.details} for e in entries])
         return
-    for e in entries:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.at))
-        console.print(f"{when}  {e.actor:<24} {e.action:<14} {e.target:<16} {e.reason}")
+    print_rows(("when", "actor", "action", "target", "reason"), [
+        (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.at)), e.actor, e.action,
+         e.target, e.reason) for e in entries])

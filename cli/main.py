@@ -32,11 +32,16 @@ app.add_typer(store_cmd.app, name="store")
 
 
 @app.callback()
-def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def main(verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Log what the command does (debug) on stderr.")) -> None:
+    """Commands print what they did; the log is for --verbose only (the proxy logs for
+    itself when `serve`/`up` run it)."""
+    if verbose:
+        logging.basicConfig(level=logging.DEBUG,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    else:
+        logging.getLogger().addHandler(logging.NullHandler())
+        logging.lastResort = None
 
 
 if __name__ == "__main__":

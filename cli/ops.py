@@ -25,6 +25,7 @@ from cli.common import (
 from cli.confirm import show_and_confirm
 from control import killswitch
 from control.decision import GLOBAL_SCOPE
+from control.store import KillSwitch
 
 # The rules parser is imported inside `ramp` and `status`: kill and unkill load only the
 # store (they must work fast, and whatever else fails to import).
@@ -59,29 +60,47 @@ def kill(
 
 
 def unkill(
-    reason: Annotated[str, typer.Option(
-        "--reason", prompt="Why is it safe to send traffic to the core again?",
-        help="Why: recorded in the audit log (asked for when missing).")],
+    reason: Annotated[str | None, typer.Option(
+        "--reason", help="Why it is safe again: recorded in the audit log (asked for, after "
+        "the switch and its evidence are shown, when missing).")] = None,
     funnel: Funnel = None, everything: Global = False, db_path: DbPath = DEFAULT_DB,
     redis_url: RedisUrl = None, actor: Actor = None,
 ) -> None:
-    """Clear a kill switch; rules route traffic again. Shows the evidence of the trip.
+    """Clear a kill switch; rules route traffic again. Shows who set it, why, and the
+    evidence of a guardrail trip before asking why it is safe now.
 
     Refused (exit 1, nothing written or audited) when that switch is not set.
 
     Example: strangler unkill --funnel warranties --reason "fix deployed"
     """
     funnel = _funnel_or_global(funnel, everything)
-    with store_for(db_path, redis_url) as store:
-        previous = killswitch.unkill(store, funnel, actor=actor_name(actor), reason=reason)
     scope = funnel or GLOBAL_SCOPE
-    console.print(f"kill switch {scope} cleared (was set by {previous.actor}: {previous.reason})")
-    if previous.evidence:
-        console.print("evidence of the trip:")
-        for g in previous.evidence.get("guardrails", []):
-            console.print(f"  {g['name']}: {g['verdict']} core={g['core_estimate']} "
-                          f"legacy={g['legacy_estimate']} bound={g['bound']} "
-                          f"threshold={g['threshold']} (n={g['n_core']}/{g['n_legacy']})")
+    with store_for(db_path, redis_url) as store:
+        current = store.kill_switches().get(scope)
+        if current is None:
+            fail(f"kill switch {scope} is not set; nothing was changed")
+        _show_switch(current)
+        if reason is None:
+            reason = typer.prompt("Why is it safe to send traffic to the core again?")
+        previous = killswitch.unkill(store, funnel, actor=actor_name(actor), reason=reason)
+    console.print(f"kill switch {scope} cleared (was set by {previous.actor}: "
+                  f"{previous.reason}): the rules route traffic again")
+
+
+def _show_switch(switch: KillSwitch) -> None:
+    """Who set the switch, when and why; a trip's guardrails with units."""
+    from cli.guard_cmd import with_units
+
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(switch.at))
+    console.print(f"kill switch {switch.scope}: set by {switch.actor} at {when}: "
+                  f"{switch.reason}")
+    guardrails = (switch.evidence or {}).get("guardrails", [])
+    if guardrails:
+        console.print("evidence of the trip (core against legacy):")
+        print_rows(("guardrail", "verdict", "core", "legacy", "bound", "threshold", "n core",
+                    "n legacy"),
+                   [(g["name"], g["verdict"], *with_units(g), str(g["n_core"] or "-"),
+                     str(g["n_legacy"] or "-")) for g in guardrails])
 
 
 def ramp(
@@ -106,6 +125,9 @@ def ramp(
         value = Decimal(percent)
     except InvalidOperation:
         fail(f"--percent must be a number, not {percent!r}", 2)
+    if not value.is_finite() or not 0 <= value <= 100 or value != value.quantize(
+            Decimal("0.01")):
+        fail(f"--percent must be between 0 and 100 in steps of 0.01, not {percent}", 2)
     if not reason.strip():
         fail("--reason must say why", 2)
     with store_for(db_path, redis_url) as store:

@@ -20,6 +20,7 @@ from cli.common import (
     console,
     fail,
     print_json,
+    print_rows,
     store_for,
 )
 from cli.confirm import show_and_confirm
@@ -121,11 +122,12 @@ def status(
         print_json([{**r.__dict__, "state": r.state.value, "percent": str(r.percent)}
                     for r in rows])
         return
-    for r in rows:
-        console.print(f"{r.id}  {r.funnel} {r.country or '*'}  step {r.step_index + 1}/"
-                      f"{len(r.steps)} at {r.percent}%  {r.state.value}: {r.detail}")
     if not rows:
         console.print("no rollouts")
+        return
+    print_rows(("rollout", "funnel", "country", "step", "percent", "state", "detail"), [
+        (r.id, r.funnel, r.country or "*", f"{r.step_index + 1}/{len(r.steps)}",
+         f"{r.percent}%", r.state.value, r.detail) for r in rows])
 
 
 def _follow(db_path: str, redis_url: str | None) -> None:

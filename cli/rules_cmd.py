@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -20,6 +21,7 @@ from cli.common import (
     console,
     fail,
     print_json,
+    print_rows,
     store_for,
 )
 from control.errors import RulesError
@@ -120,8 +122,9 @@ def history(
     if as_json:
         print_json([r.summary() for r in records])
         return
-    for r in records:
-        console.print(f"v{r.version}  {r.digest}  {r.actor}  {r.source}  {r.reason}")
+    print_rows(("version", "applied", "digest", "actor", "source", "reason"), [
+        (f"v{r.version}", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.applied_at)),
+         r.digest, r.actor, r.source, r.reason) for r in records])
 
 
 def _changes_text(changes: list[Change]) -> str:

@@ -21,11 +21,16 @@ from cli.common import RedisUrl, console, fail
 # commands (`strangler kill`, ...) load no data plane.
 
 Host = Annotated[str, typer.Option("--host", help="Address to listen on.")]
-Port = Annotated[int, typer.Option("--port", help="Proxy port.")]
+Port = Annotated[int, typer.Option("--port", min=1, max=65535, help="Proxy port.")]
 RulesOpt = Annotated[Path | None, typer.Option(
-    "--rules", help="Rules YAML to import and watch (default: rules/checkout.yaml).")]
+    "--rules", help="Rules YAML to import and watch (default: rules/checkout.yaml, else the "
+    "packaged sample).")]
+ServeRulesOpt = Annotated[Path | None, typer.Option(
+    "--rules", envvar="STRANGLER_RULES_FILE",
+    help="Rules YAML to import and watch (default: none: the proxy routes by the rules "
+    "already in the control store, `strangler rules apply` puts them there).")]
 AdminPort = Annotated[int | None, typer.Option(
-    "--admin-port", envvar="STRANGLER_ADMIN_PORT",
+    "--admin-port", envvar="STRANGLER_ADMIN_PORT", min=1, max=65535,
     help="Serve /metrics and /_strangler/* on this port only (404 on the main port). "
     "Set STRANGLER_ADMIN_TOKEN to require 'Authorization: Bearer TOKEN'.")]
 AdminHost = Annotated[str, typer.Option("--admin-host", help="Address of the admin port.")]
@@ -36,6 +41,17 @@ PACKAGED_RULES = Path(__file__).resolve().parent.parent / "proxy" / "sample_rule
 def default_rules() -> Path:
     local = Path("rules/checkout.yaml")
     return local if local.exists() else PACKAGED_RULES
+
+
+def _proxy_logging() -> None:
+    """The proxy's own log (the CLI's commands log nothing without --verbose): warnings and
+    errors of the strangler.* loggers on stderr, beside uvicorn's."""
+    import logging
+
+    if not logging.getLogger().handlers or all(
+            isinstance(h, logging.NullHandler) for h in logging.getLogger().handlers):
+        logging.basicConfig(level=logging.WARNING, force=True,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -59,6 +75,7 @@ def _run_proxy(
 
     from proxy.main import UVICORN_OPTIONS
 
+    _proxy_logging()
     if admin is not None:
         env = {**env, "STRANGLER_ADMIN_PORT": str(admin[1])}
     admin_host = admin[0] if admin is not None else host
@@ -95,7 +112,7 @@ def serve(
     = "http://127.0.0.1:8081",
     legacy_url: Annotated[str, typer.Option(envvar="STRANGLER_LEGACY_URL", help="Legacy URL.")]
     = "http://127.0.0.1:8082",
-    rules: RulesOpt = None,
+    rules: ServeRulesOpt = None,
     host: Host = "127.0.0.1", port: Port = 8080,
     workers: Annotated[int, typer.Option(help="Worker processes (share state via Redis).")] = 1,
     db_path: Annotated[str, typer.Option(envvar="STRANGLER_DB_PATH")] = "var/strangler.sqlite3",
@@ -121,6 +138,29 @@ def _admin(host: str, port: int | None) -> tuple[str, int] | None:
     return (host, port) if port is not None else None
 
 
+_LOCKS: list[object] = []  # held open for the life of the process
+
+
+def _lock_data_dir(data_dir: Path) -> None:
+    """One `strangler up` per data directory: two would share its SQLite stores."""
+    import fcntl
+
+    handle = (data_dir / "strangler-up.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        fail(f"another `strangler up` (pid {holder}) uses --data-dir {data_dir.absolute()}: "
+             "stop it, or give this one another --data-dir")
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    _LOCKS.append(handle)
+
+
 def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
@@ -138,7 +178,8 @@ def _port_free(port: int) -> bool:
 def _backend(module: str, port: int, env: dict[str, str], name: str) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     if not _port_free(port):  # else the health check would pass against a stranger
-        fail(f"port {port} for the {name} is in use: pick another with --port")
+        fail(f"port {port} for the {name} is in use (the proxy takes --port, the core "
+             "--port + 1, the legacy stub --port + 2): pick another --port")
     proc = subprocess.Popen(
         [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port)],
         env={**os.environ, **env},
@@ -185,8 +226,11 @@ def up(
     # uvicorn drains, then re-raises the SIGTERM it caught: as SystemExit it unwinds through
     # _backend, which stops the core and the legacy stub instead of leaving them orphaned.
     signal.signal(signal.SIGTERM, _exit_on_signal)
+    if port > 65533:
+        fail(f"--port {port}: the core and the legacy stub need --port + 1 and + 2", 2)
     rules_path = rules or default_rules()
     data_dir.mkdir(parents=True, exist_ok=True)
+    _lock_data_dir(data_dir)
     core_env = {"CHECKOUT_CORE_DB_PATH": str(data_dir / "checkout_core.sqlite3")}
     legacy_env = {}
     if legacy_latency_ms is not None:

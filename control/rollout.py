@@ -114,15 +114,18 @@ def command(r: Rollout, cmd: Command, now: float) -> Rollout:
     return r
 
 
-def step(r: Rollout, verdict: str | None, killed: bool, now: float) -> Step:
+def step(r: Rollout, verdict: str | None, killed: bool, now: float,
+         failing: tuple[str, ...] = ()) -> Step:
     """Advance one tick. `verdict`: the funnel's overall guardrail verdict ('pass', 'fail',
-    'insufficient_data') or None when telemetry is missing."""
+    'insufficient_data') or None when telemetry is missing; `failing` names the guardrails
+    that failed."""
     if r.state not in (State.RUNNING, State.WAITING):
         return Step(r)
     if killed:
         return Step(_note(r, State.STOPPED, "a kill switch is set: stopped", now))
     if verdict == "fail":
-        return Step(_note(r, State.STOPPED, "a guardrail failed: stopped", now))
+        what = f"guardrails failed: {', '.join(failing)}" if failing else "a guardrail failed"
+        return Step(_note(r, State.STOPPED, f"{what}: stopped", now))
     if now - r.step_started_at < r.hold_seconds:
         return Step(r if r.state is State.RUNNING else _note(r, State.RUNNING, "holding", now))
     if verdict != "pass":

@@ -38,6 +38,11 @@ def verdict_of(report: dict[str, Any], funnel: str) -> str | None:
     return "pass" if judged["verdict"] == "pass" else "insufficient_data"
 
 
+def failing_guardrails(report: dict[str, Any], funnel: str) -> tuple[str, ...]:
+    judged = report.get("funnels", {}).get(funnel) or {}
+    return tuple(g["name"] for g in judged.get("guardrails", []) if g.get("verdict") == "fail")
+
+
 class RolloutDriver:
     def __init__(
         self, store: ControlStore, kills: Callable[[], frozenset[str]],
@@ -60,7 +65,8 @@ class RolloutDriver:
         if cmd is not None:
             updated = rollout.command(updated, cmd, now)
         killed = is_killed(self.kills(), updated.funnel)
-        decision = rollout.step(updated, verdict_of(report, updated.funnel), killed, now)
+        decision = rollout.step(updated, verdict_of(report, updated.funnel), killed, now,
+                                failing_guardrails(report, updated.funnel))
         updated = decision.rollout
         if decision.apply_percent is not None:
             self.ramp(self.store, updated.funnel, updated.country, decision.apply_percent,

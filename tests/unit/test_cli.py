@@ -269,7 +269,7 @@ def test_ramp_shows_the_blast_radius_and_asks_first(strangler, db, answer, code,
     ("args", "code"),
     [
         (["nope", "--percent", "5", "--reason", "x", "--yes"], 1),
-        (["warranties", "--percent", "150", "--reason", "x", "--yes"], 1),
+        (["warranties", "--percent", "150", "--reason", "x", "--yes"], 2),
         (["warranties", "--percent", "five", "--reason", "x", "--yes"], 2),
         (["warranties", "--percent", "5", "--yes"], 2),
     ],
