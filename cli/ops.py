@@ -146,9 +146,21 @@ def ramp(
     console.print(f"applied as rules version {record.version}")
 
 
-def _live(live: dict[str, dict[str, float]], countries: list[str] | str) -> str:
-    """Live split and rates of the countries a rule covers (all, for '*')."""
-    wanted = live if countries == "*" else {c: live[c] for c in countries if c in live}
+def rule_countries(rules: list[dict[str, Any]], live: dict[str, Any]) -> list[set[str]]:
+    """The countries of live traffic each rule actually matches: first match wins, so a
+    rule gets only the countries no earlier rule named ('*': every other one)."""
+    claimed: set[str] = set()
+    out = []
+    for r in rules:
+        named = set(live) if r["countries"] == "*" else set(r["countries"])
+        out.append(named - claimed)
+        claimed |= named
+    return out
+
+
+def _live(live: dict[str, dict[str, float]], countries: set[str]) -> str:
+    """Live split and rates of the traffic of `countries`."""
+    wanted = {c: live[c] for c in countries if c in live}
     core = sum(v.get("core", 0.0) for v in wanted.values())
     legacy = sum(v.get("legacy", 0.0) for v in wanted.values())
     if core + legacy == 0:
@@ -182,9 +194,10 @@ def status(
     rows = []
     for f in data["funnels"]:
         guard = f["guardrails"]["verdict"] if f["guardrails"] else "-"
-        for r in f["rules"]:
-            countries = r["countries"]
-            shown = countries if isinstance(countries, str) else ",".join(countries)
+        matched = rule_countries(f["rules"], f["live"])
+        for r, countries in zip(f["rules"], matched, strict=True):
+            shown = r["countries"] if isinstance(r["countries"], str) else ",".join(
+                r["countries"])
             rows.append((f["name"], r["id"], shown, f"{r['percent']:g}",
                          _live(f["live"], countries), "killed" if f["killed"] else "live",
                          guard))

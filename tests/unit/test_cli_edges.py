@@ -159,9 +159,9 @@ def test_serve_help_says_what_serve_loads() -> None:
 
 def test_two_ups_cannot_share_a_data_dir(tmp_path: Path) -> None:
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+        [sys.executable, "-c", ("import sys, time; from pathlib import Path; "
          "from cli.run import _lock_data_dir; _lock_data_dir(Path(sys.argv[1])); "
-         "print('locked', flush=True); time.sleep(60)", str(tmp_path)],
+         "print('locked', flush=True); time.sleep(60)"), str(tmp_path)],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
@@ -173,3 +173,17 @@ def test_two_ups_cannot_share_a_data_dir(tmp_path: Path) -> None:
         holder.wait()
         assert holder.stdout is not None
         holder.stdout.close()
+
+
+def test_status_counts_for_each_rule_only_the_traffic_it_matched() -> None:
+    """Before: the '*' row summed every country, those of earlier rules too, so a 0% rule
+    appeared to send 16.8% to the core."""
+    from cli.ops import _live, rule_countries
+
+    rules = [{"id": "ie", "countries": ["IE"], "percent": 50},
+             {"id": "rest", "countries": "*", "percent": 0}]
+    live = {"IE": {"core": 1.0, "legacy": 1.0}, "FR": {"legacy": 3.0}}
+    ie, rest = rule_countries(rules, live)
+    assert (ie, rest) == ({"IE"}, {"FR"})
+    assert _live(live, rest).startswith("0.0% core")
+    assert _live(live, ie).startswith("50.0% core")
