@@ -128,10 +128,18 @@ def _pydantic_issues(exc: ValidationError, lines: _LineMap) -> list[RuleIssue]:
     errors = exc.errors()
     locs = [_user_loc(e["loc"]) for e in errors]
 
+    def member_tag(part: Any) -> bool:
+        return isinstance(part, str) and "[" in part
+
     def shadowed(i: int) -> bool:
-        # A union such as `list[...] | '*'` reports one error per member: keep the deeper one.
-        return errors[i]["type"] == "literal_error" and any(
-            j != i and len(other) > len(locs[i]) and other[: len(locs[i])] == locs[i]
+        # A union such as `list[...] | '*'` reports one error per member: keep the deeper one
+        # (an error inside the list says more than "or it should have been '*'").
+        if errors[i]["type"] != "literal_error":
+            return False
+        base = locs[i][:-1] if locs[i] and member_tag(locs[i][-1]) else locs[i]
+        return any(
+            j != i and len(other) > len(base) and other[: len(base)] == base
+            and not (len(other) == len(base) + 1 and member_tag(other[-1]))
             for j, other in enumerate(locs)
         )
 

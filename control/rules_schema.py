@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Annotated, Literal
 
 import pycountry
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from guardrails.spec import GuardrailsSpec
 
@@ -34,7 +34,17 @@ def _regex(value: str) -> str:
     return value
 
 
-CountryCode = Annotated[str, AfterValidator(_country_code)]
+def _not_a_yaml_boolean(value: object) -> object:
+    """YAML 1.1 reads NO, OFF, YES, ON unquoted as booleans: say so instead of 'not a
+    string'."""
+    if isinstance(value, bool):
+        raise ValueError(f"YAML reads an unquoted NO, OFF, YES or ON as a boolean (here "
+                         f"{str(value).lower()}): quote country codes such as 'NO' (Norway)")
+    return value
+
+
+CountryCode = Annotated[str, BeforeValidator(_not_a_yaml_boolean),
+                        AfterValidator(_country_code)]
 Regex = Annotated[str, AfterValidator(_regex)]
 
 

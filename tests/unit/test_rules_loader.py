@@ -105,3 +105,21 @@ def test_unreadable_file_names_the_file(tmp_path):
     with pytest.raises(RulesError) as info:
         load_rules_file(missing)
     assert str(missing) in str(info.value)
+
+
+@pytest.mark.parametrize("word", ["NO", "no", "No", "ON", "YES", "off", "true"])
+def test_a_yaml_boolean_where_a_country_belongs_says_to_quote_it(word: str) -> None:
+    text = f"""\
+schema: 1
+funnels:
+  - name: warranties
+    match: {{header: warranties}}
+    salt: w1
+    rules:
+      - {{id: nordics, countries: [SE, {word}], percent: 5}}
+"""
+    with pytest.raises(RulesError) as caught:
+        load_rules_text(text, "1", "rules.yaml")
+    [issue] = caught.value.issues
+    assert (issue.line, issue.field) == (7, "funnels[0].rules[0].countries[1]")
+    assert "quote" in issue.message and "'NO'" in issue.message
