@@ -37,9 +37,10 @@ def _regex(value: str) -> str:
 def _not_a_yaml_boolean(value: object) -> object:
     """YAML 1.1 reads NO, OFF, YES, ON unquoted as booleans: say so instead of 'not a
     string'."""
-    if isinstance(value, bool):  # pydantic turns ValueError (not TypeError) into an issue
-        raise ValueError(f"YAML reads an unquoted NO, OFF, YES or ON as a boolean (here "
-                         f"{str(value).lower()}): quote country codes such as 'NO' (Norway)")  # noqa: TRY004
+    if isinstance(value, bool):
+        message = (f"YAML reads an unquoted NO, OFF, YES or ON as a boolean (here "
+                   f"{str(value).lower()}): quote country codes such as 'NO' (Norway)")
+        raise ValueError(message)  # noqa: TRY004 (pydantic reports ValueError, not TypeError)
     return value
 
 
