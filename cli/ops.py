@@ -216,6 +216,9 @@ def _print_rules_files(files: list[dict[str, Any]]) -> None:
             console.print(f"drift: the active rules differ from {f['path']} (imported as "
                           f"version {f['imported_as_version']}) in: {', '.join(drift)}; "
                           "`strangler rules export` writes the active rules for the file")
+        if f.get("error"):
+            console.print(f"[bold red]RULES FILE REJECTED[/] {f['path']} (the last good rules "
+                          f"keep serving):\n{f['error']}")
         conflict = f["conflict"]
         if isinstance(conflict, dict):
             console.print(f"[bold red]RULES FILE EDIT REFUSED[/] {f['path']}: it conflicts "

@@ -61,6 +61,7 @@ def apply_rules_text(
 
 FILES_KEY = "rules-files"  # the watched files' paths (JSON list), for status
 CONFLICT_KEY = "rules-file-conflict"  # the refused edit's conflicts (JSON), or ""
+FILE_ERROR_KEY = "rules-file-error"  # the rejected (invalid) file's errors (JSON), or ""
 
 
 def _file_key(path: Path) -> str:
@@ -221,6 +222,7 @@ def ramp(
 __all__ = [
     "CONFLICT_KEY",
     "FILES_KEY",
+    "FILE_ERROR_KEY",
     "ControlError",
     "ControlSnapshot",
     "apply_rules_text",

@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from control.decision import is_killed
-from control.operations import CONFLICT_KEY, last_import, rules_drift, watched_files
+from control.operations import (
+    CONFLICT_KEY,
+    FILE_ERROR_KEY,
+    last_import,
+    rules_drift,
+    watched_files,
+)
 from control.rules_loader import load_rules_text
 from control.store import ControlStore
 from guardrails.report import read_report
@@ -61,15 +67,26 @@ def status_data(store: ControlStore) -> dict[str, Any]:
 def rules_files(store: ControlStore) -> list[dict[str, Any]]:
     """Each watched rules file: the version it was last imported as, where the active
     rules drifted from it (CLI ramps, rollouts: `strangler rules export` writes them back),
-    and the conflicts of an edit refused (none: null)."""
-    raw = store.get_meta(CONFLICT_KEY)
-    conflict = json.loads(raw) if raw else None
+    the conflicts of an edit refused and the errors of an invalid file rejected (each
+    null when there is none)."""
+    conflict = _meta_json(store, CONFLICT_KEY)
+    rejected = _meta_json(store, FILE_ERROR_KEY)
+    paths = watched_files(store)
+    if rejected and rejected.get("file") and rejected["file"] not in paths:
+        paths.append(rejected["file"])  # rejected before it was ever imported
     out = []
-    for path in watched_files(store):
+    for path in paths:
         base = last_import(store, Path(path))
         out.append({
             "path": path, "imported_as_version": base.get("version") if base else None,
             "drift": rules_drift(store, Path(path)),
             "conflict": conflict if conflict and conflict.get("file") == path else None,
+            "error": rejected["error"] if rejected and rejected.get("file") == path else None,
         })
     return out
+
+
+def _meta_json(store: ControlStore, key: str) -> dict[str, Any] | None:
+    raw = store.get_meta(key)
+    data = json.loads(raw) if raw else None
+    return data if isinstance(data, dict) else None

@@ -36,6 +36,7 @@ from control.errors import RulesConflict, RulesError
 from control.lastknown import StateCache
 from control.operations import (
     CONFLICT_KEY,
+    FILE_ERROR_KEY,
     ControlSnapshot,
     import_rules_file,
     snapshot_of,
@@ -84,6 +85,9 @@ class WatcherMetrics(Protocol):
     @property
     def rules_conflicts(self) -> Gauge: ...
 
+    @property
+    def rules_file_rejected(self) -> Gauge: ...
+
 
 def conflict_json(conflict: RulesConflict) -> str:
     return json.dumps({"file": conflict.source, "at": time.time(), "conflicts": [
@@ -120,6 +124,7 @@ class ControlWatcher:
         self.last_error: str | None = None
         self.store_problem: str | None = None
         self.rules_conflict: RulesConflict | None = None
+        self.rules_file_error: str | None = None
         self._conflict_version: int | None = None
         self.last_refresh: float | None = None
         self._seen: tuple[str, int] | None = None
@@ -201,6 +206,7 @@ class ControlWatcher:
         except RulesError as exc:
             self.metrics.reload_failures.inc()
             log.error("rules file rejected, the last good rules keep serving:\n%s", exc)
+            await self._file_error(str(exc))
             return False
         except RulesConflict as exc:
             await self._conflict(exc)
@@ -215,7 +221,19 @@ class ControlWatcher:
             return False
         if self.rules_conflict is not None:
             await self._conflict(None)
+        if self.rules_file_error is not None:
+            await self._file_error(None)
         return record is not None
+
+    async def _file_error(self, error: str | None) -> None:
+        """A rejected edit stays visible (state, status, dashboard, metric) until a valid
+        file arrives."""
+        self.rules_file_error = error
+        self.metrics.rules_file_rejected.set(0 if error is None else 1)
+        path = str(self.rules_file.resolve()) if self.rules_file is not None else None
+        await asyncio.to_thread(self.store.set_meta, FILE_ERROR_KEY, "" if error is None
+                                else json.dumps({"file": path, "error": error,
+                                                 "at": time.time()}))
 
     def _conflict_may_resolve(self) -> bool:
         """A refused edit is tried again when the active rules change (a ramp back)."""

@@ -53,6 +53,10 @@ class ProxyMetrics:
         self.kill_switch = Gauge(
             "strangler_kill_switch", "1 while a kill switch is set", ["scope"], registry=r
         )
+        self.rules_file_rejected = Gauge(
+            "strangler_rules_file_rejected",
+            "1 while the watched rules file is invalid (the last good rules serve)", registry=r,
+        )
         self.rules_conflicts = Gauge(
             "strangler_rules_conflicts",
             "Conflicts of the refused rules file edit (0: the file applies)", registry=r,

@@ -284,6 +284,7 @@ class ProxyRuntime:
             "store": "redis" if self.settings.redis_url else "sqlite",
             "store_error": self.watcher.last_error,
             "store_problem": self.watcher.store_problem,
+            "rules_file_error": self.watcher.rules_file_error,
             "rules_conflict": None if self.watcher.rules_conflict is None else [
                 c.sentence() for c in self.watcher.rules_conflict.conflicts],
             "store_durability": self.durability,

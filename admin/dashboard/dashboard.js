@@ -152,10 +152,15 @@
 
   // A rules file edit refused as a conflict: the file and the active rules disagree.
   function rulesProblems(status) {
-    return (status.rules_files || []).filter((f) => f.conflict).map((f) =>
+    const files = status.rules_files || [];
+    const rejected = files.filter((f) => f.error).map((f) =>
+      "Rules file rejected: " + f.path + " is invalid (the last good rules keep serving): " +
+      f.error);
+    const refused = files.filter((f) => f.conflict).map((f) =>
       "Rules file edit refused: " + f.path + " conflicts with changes made since the last " +
       "import (the active rules keep serving): " +
-      f.conflict.conflicts.map((c) => c.sentence).join("; ")).join(" ");
+      f.conflict.conflicts.map((c) => c.sentence).join("; "));
+    return rejected.concat(refused).join(" ");
   }
 
   function connection(ok, text) {

@@ -91,3 +91,26 @@ def test_export_round_trips_and_ends_the_drift(make_stack) -> None:
                "the file imported again")
     assert stack.store.active_rules().version == 2  # applying the export changed nothing
     assert RULES != stack.rules_file.read_text()
+
+
+def test_a_rejected_file_edit_stays_visible_until_a_valid_file_arrives(make_stack) -> None:
+    """Before: a rejected edit showed only in the log; /_strangler/state said
+    rules_error: null and status looked healthy."""
+    stack = make_stack()
+    edit(stack, "percent: 100}", "percent: 150}")
+    state = eventually(lambda: (s := httpx.get(stack.url + "/_strangler/state").json())[
+        "rules_file_error"] and s, 5, "the rejection reported")
+    assert "percent" in state["rules_file_error"]
+    assert "strangler_rules_file_rejected 1.0" in httpx.get(stack.url + "/metrics").text
+    [watched] = status_data(stack.store)["rules_files"]
+    assert "percent" in watched["error"]
+    status = subprocess.run([*strangler_cmd(), "status", "--db-path",
+                             str(stack.settings.db_path)], capture_output=True, text=True,
+                            env=clean_env(), timeout=60, check=False)
+    assert "RULES FILE REJECTED" in status.stdout
+    assert stack.store.active_rules().version == 1
+    edit(stack, "percent: 150}", "percent: 90}")
+    eventually(lambda: httpx.get(stack.url + "/_strangler/state").json()[
+        "rules_file_error"] is None, 5, "the rejection cleared")
+    assert status_data(stack.store)["rules_files"][0]["error"] is None
+    assert "strangler_rules_file_rejected 0.0" in httpx.get(stack.url + "/metrics").text
