@@ -79,6 +79,11 @@ def with_units(g: dict[str, Any]) -> tuple[str, str, str, str]:
             bound(g["threshold"]))
 
 
+def _waiting(g: dict[str, Any]) -> str:
+    wait = g.get("waiting")
+    return f"{wait['lacks']}: {wait['text']}" if wait else "-"
+
+
 BOUND_HELP = (
     "bound: the confidence bound the verdict compares with the threshold: the relative drop "
     "of core against legacy (conversion, payment success), the core's p95 in ms or its ratio "
@@ -126,9 +131,9 @@ def _print(report: dict[str, Any]) -> None:
         console.print(f"\n[bold]{name}[/]: {funnel['verdict']}{killed}")
         print_rows(
             ("guardrail", "core", "legacy", "bound", "threshold", "n core", "n legacy",
-             "verdict"),
-            [(g["name"], *with_units(g), _fmt(g["n_core"]), _fmt(g["n_legacy"]), g["verdict"])
-             for g in funnel["guardrails"]],
+             "verdict", "waiting for"),
+            [(g["name"], *with_units(g), _fmt(g["n_core"]), _fmt(g["n_legacy"]), g["verdict"],
+              _waiting(g)) for g in funnel["guardrails"]],
         )
     if console.is_terminal:
         console.print(f"\n{BOUND_HELP}")

@@ -115,10 +115,10 @@ def command(r: Rollout, cmd: Command, now: float) -> Rollout:
 
 
 def step(r: Rollout, verdict: str | None, killed: bool, now: float,
-         failing: tuple[str, ...] = ()) -> Step:
+         failing: tuple[str, ...] = (), waiting_on: str | None = None) -> Step:
     """Advance one tick. `verdict`: the funnel's overall guardrail verdict ('pass', 'fail',
     'insufficient_data') or None when telemetry is missing; `failing` names the guardrails
-    that failed."""
+    that failed; `waiting_on` says what an insufficient verdict lacks and for how long."""
     if r.state not in (State.RUNNING, State.WAITING):
         return Step(r)
     if killed:
@@ -130,9 +130,10 @@ def step(r: Rollout, verdict: str | None, killed: bool, now: float,
         return Step(r if r.state is State.RUNNING else _note(r, State.RUNNING, "holding", now))
     if verdict != "pass":
         why = "no telemetry" if verdict is None else "not enough data yet"
-        if r.state is State.WAITING and r.detail.endswith(why):
-            return Step(r)
-        return Step(_note(r, State.WAITING, f"hold elapsed, waiting: {why}", now))
+        detail = f"hold elapsed, waiting: {why}" + (f": {waiting_on}" if waiting_on else "")
+        if r.state is State.WAITING:  # the wait goes on: what it lacks may change
+            return Step(r if r.detail == detail else replace(r, detail=detail))
+        return Step(_note(r, State.WAITING, detail, now))
     if r.step_index + 1 >= len(r.steps):
         return Step(_note(r, State.DONE, f"held {r.steps[-1]}% with guardrails passing", now))
     nxt = r.step_index + 1

@@ -43,6 +43,16 @@ def failing_guardrails(report: dict[str, Any], funnel: str) -> tuple[str, ...]:
     return tuple(g["name"] for g in judged.get("guardrails", []) if g.get("verdict") == "fail")
 
 
+def waiting_on(report: dict[str, Any], funnel: str) -> str | None:
+    """What the funnel's insufficient guardrails lack, and when they may have it."""
+    judged = report.get("funnels", {}).get(funnel) or {}
+    if judged.get("sample_ratio_mismatch"):
+        return "the split differs from the rules (sample ratio mismatch): frozen"
+    waits = [f"{g['name']}: {g['waiting']['lacks']}, {g['waiting']['text']}"
+             for g in judged.get("guardrails", []) if g.get("waiting")]
+    return "; ".join(waits) or None
+
+
 class RolloutDriver:
     def __init__(
         self, store: ControlStore, kills: Callable[[], frozenset[str]],
@@ -66,7 +76,8 @@ class RolloutDriver:
             updated = rollout.command(updated, cmd, now)
         killed = is_killed(self.kills(), updated.funnel)
         decision = rollout.step(updated, verdict_of(report, updated.funnel), killed, now,
-                                failing_guardrails(report, updated.funnel))
+                                failing_guardrails(report, updated.funnel),
+                                waiting_on(report, updated.funnel))
         updated = decision.rollout
         if decision.apply_percent is not None:
             self.ramp(self.store, updated.funnel, updated.country, decision.apply_percent,

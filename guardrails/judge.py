@@ -360,8 +360,20 @@ def _verdict(*, fail: bool, ok: bool) -> Verdict:
     return Verdict.FAIL if fail else Verdict.PASS if ok else Verdict.INSUFFICIENT
 
 
+SAMPLE_UNIT = {"conversion": "units", "payment_success": "payment attempts",
+               "latency_p95": "requests", "sample_ratio": "units"}
+
+
+def lacks(name: str, nc: int, nl: int, need: int) -> str:
+    """What a guardrail lacks for a verdict, e.g. 'core: 3 of 100 units'."""
+    unit = SAMPLE_UNIT.get(name, "samples")
+    short = [f"{arm}: {n} of {need} {unit}" for arm, n in (("core", nc), ("legacy", nl))
+             if n < need]
+    return "; ".join(short)
+
+
 def _too_few(name: str, nc: int, nl: int, min_samples: int, threshold: float) -> GuardrailResult:
-    return _insufficient(name, nc, nl, f"{nc} core / {nl} legacy samples, need {min_samples} each",
+    return _insufficient(name, nc, nl, f"not enough data: {lacks(name, nc, nl, min_samples)}",
                          threshold, {"min_samples": min_samples})
 
 

@@ -22,7 +22,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Protocol
 
 from control import operations
@@ -33,6 +33,7 @@ from guardrails.judge import FunnelJudgement, judge_funnel
 from guardrails.model import Verdict
 from guardrails.report import REPORT_KEY
 from guardrails.telemetry import TelemetryStore
+from guardrails.waiting import RECENT_SECONDS, time_to_verdict
 
 log = logging.getLogger("strangler.guardrails")
 
@@ -207,12 +208,25 @@ class GuardrailMonitor:
             "verdict": judgement.verdict.value, "trips": judgement.trips,
             "sample_ratio_mismatch": judgement.sample_ratio_mismatch, "since": since,
             "configured_core_share": share,
-            "guardrails": [asdict(r) for r in judgement.results],
+            "guardrails": self._with_waits(funnel, judgement, now),
             "killed": is_killed(self.kills(), funnel.name),
         }
         if judgement.trips and not entry["killed"]:
             entry["tripped"] = self._trip(rules, funnel, judgement, entry, now)
         return entry
+
+    def _with_waits(self, funnel: Funnel, judgement: FunnelJudgement, now: float) -> list[
+        dict[str, Any]
+    ]:
+        """The results, each insufficient one with what it lacks and when it may have it
+        at the last five minutes' rate (`waiting`)."""
+        out = [asdict(r) for r in judgement.results]
+        if any(r.verdict is Verdict.INSUFFICIENT for r in judgement.results):
+            recent = self.telemetry.window(funnel.name, now - RECENT_SECONDS, now)
+            recent = replace(recent, seconds=RECENT_SECONDS)
+            for data, result in zip(out, judgement.results, strict=True):
+                data["waiting"] = time_to_verdict(result, recent)
+        return out
 
     def _export(self, funnel: str, judgement: FunnelJudgement) -> None:
         m = self.metrics

@@ -425,7 +425,8 @@
         el("td", { class: "r" }, f.bound(g.bound, g)),
         el("td", { class: "r" }, f.bound(g.threshold, g)),
         el("td", { class: "r" }, `${g.n_core} / ${g.n_legacy}`),
-        el("td", { class: "detail" }, g.detail));
+        el("td", { class: "detail" }, g.waiting
+          ? g.waiting.lacks + ": " + g.waiting.text : g.detail));
     });
     card.guardrails.replaceChildren(el("table", { class: "grid" },
       el("thead", null, head), el("tbody", null, rows)));

@@ -236,3 +236,20 @@ def test_a_trip_is_posted_to_the_webhook_with_its_evidence(make_stack):
     assert event["event"] == "guardrail.tripped" and event["scope"] == "warranties"
     assert "payment_success" in event["evidence"]["failed"]
     assert event["evidence"]["rules_version"] == "1"
+
+
+def test_an_insufficient_guardrail_says_what_it_lacks_and_when_it_may_have_it(make_stack):
+    stack = make_stack(rules=PAYMENT_ONLY, **FAST)
+    drive(stack.url, 20)
+
+    def waiting():
+        funnel = report(stack).get("funnels", {}).get("warranties")
+        if not funnel:
+            return None
+        [payment] = [g for g in funnel["guardrails"] if g["name"] == "payment_success"]
+        return payment.get("waiting")
+
+    wait = wait_for(waiting, within=10)
+    assert "of 30 payment attempts" in wait["lacks"]
+    assert wait["per_minute"]["core"] > 0 and wait["eta_seconds"] is not None
+    assert "payment attempts/min" in wait["text"]
