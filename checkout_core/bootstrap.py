@@ -21,6 +21,7 @@ from checkout_core.adapters.sqlite_store import SqliteStore
 from checkout_core.adapters.sqlite_stream import SqliteEventStream
 from checkout_core.config import CoreSettings
 from checkout_core.domain.catalog import seeded_catalog
+from checkout_core.faults import Faults, FaultSwitch
 from checkout_core.ids import new_id, utc_now
 from checkout_core.messaging.downstream import HttpDownstream
 from checkout_core.messaging.order_sync import ConsumerConfig, OrderSyncConsumer
@@ -65,6 +66,14 @@ def build_gateway(settings: CoreSettings) -> FakeGateway:
     return FakeGateway(config, random.Random(settings.gateway_seed), ledger=ledger)
 
 
+def build_fault_switch(settings: CoreSettings, gateway: FakeGateway) -> FaultSwitch:
+    """The fault drills' switch, from the `fault_*` settings; it declines through `gateway`."""
+    faults = Faults(latency_ms=settings.fault_latency_ms,
+                    latency_jitter_ms=settings.fault_latency_jitter_ms,
+                    error_rate=settings.fault_error_rate, decline_rate=gateway.decline_rate)
+    return FaultSwitch(faults, gateway, random.Random(settings.fault_seed))
+
+
 def consumer_name(settings: CoreSettings) -> str:
     return settings.consumer_name or f"{socket.gethostname()}-{os.getpid()}"
 
@@ -84,6 +93,7 @@ class Core:
     downstream_app: Starlette | None
     downstream_client: httpx.AsyncClient
     consumer: OrderSyncConsumer
+    faults: FaultSwitch
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -154,7 +164,7 @@ def bootstrap(settings: CoreSettings, gateway: FakeGateway | None = None) -> Cor
     downstream_app, client = _downstream(settings)
     consumer = _consumer(settings, stream, client, metrics)
     return Core(settings, db, stream, gateway, metrics, CartService(ctx), orders, relay,
-                downstream_app, client, consumer)
+                downstream_app, client, consumer, build_fault_switch(settings, gateway))
 
 
 @contextlib.asynccontextmanager

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Millis = Annotated[int, Field(ge=0, le=60_000)]
+"""A duration in milliseconds, at most one minute."""
+
+Rate = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+"""A probability in [0, 1]."""
 
 
 class CoreSettings(BaseSettings):
@@ -68,6 +74,15 @@ class CoreSettings(BaseSettings):
     """A message pending this long at another consumer is presumed orphaned and claimed."""
     processed_ttl_seconds: int = Field(14 * 24 * 3600, gt=0)
     """How long Redis remembers processed idempotency keys (SQLite keeps them)."""
+
+    fault_latency_ms: Millis = 0
+    """Fault drills: the least delay added to every contract request (`/_faults` changes
+    these at runtime); up to `fault_latency_jitter_ms` more is added at random."""
+    fault_latency_jitter_ms: Millis = 0
+    fault_error_rate: Rate = 0.0
+    """Share of contract requests answered with an injected 500. The decline rate of a fault
+    drill is the gateway's own, `gateway_decline_rate`."""
+    fault_seed: int | None = None
 
     @model_validator(mode="before")
     @classmethod

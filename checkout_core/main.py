@@ -14,6 +14,7 @@ from checkout_core.adapters.fake_gateway import FakeGateway
 from checkout_core.bootstrap import Core, bootstrap
 from checkout_core.config import CoreSettings
 from checkout_core.web import api, ops
+from checkout_core.web.faults import FaultMiddleware, fault_routes
 from checkout_core.web.problems import BACKEND_HEADER, BACKEND_NAME, EXCEPTION_HANDLERS
 
 
@@ -40,7 +41,7 @@ class BackendNameMiddleware:
 
 
 def _routes(core: Core) -> list[BaseRoute]:
-    routes: list[BaseRoute] = [*api.ROUTES, *ops.ROUTES]
+    routes: list[BaseRoute] = [*api.ROUTES, *ops.ROUTES, *fault_routes(core.faults)]
     if core.downstream_app is not None:
         routes.append(Mount("/_downstream", app=core.downstream_app))
     return routes
@@ -62,7 +63,10 @@ def create_app(
 
     app = Starlette(
         routes=_routes(core),
-        middleware=[Middleware(BackendNameMiddleware)],
+        middleware=[
+            Middleware(BackendNameMiddleware),
+            Middleware(FaultMiddleware, switch=core.faults),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -217,6 +217,17 @@ class FakeGateway:
     def charges(self) -> list[Charge]:
         return self.ledger.charges()
 
+    @property
+    def decline_rate(self) -> float:
+        """The share of charges declined besides `tok_decline`; fault drills change it."""
+        return self.config.decline_rate
+
+    @decline_rate.setter
+    def decline_rate(self, rate: float) -> None:
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"a decline rate is a probability in [0, 1], not {rate}")
+        self.config = replace(self.config, decline_rate=rate)
+
     def script(self, *faults: Fault | None) -> None:
         """Queue faults for the next `authorize` calls (None: behave normally), before rates."""
         self.faults.extend(faults)

@@ -7,9 +7,11 @@ import json
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from checkout_core.config import Millis, Rate
 from checkout_core.domain.errors import FieldError, ValidationFailed
+from checkout_core.faults import Faults
 from checkout_core.web.problems import BadRequest, BodyTooLarge
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -57,6 +59,21 @@ class PaymentIn(Body):
 
 class PlaceOrderIn(Body):
     payment: PaymentIn
+
+
+class FaultsIn(Body):
+    """`PUT /_faults`: the whole fault setting; a field left out is that fault switched off."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+    latency_ms: Millis = 0
+    latency_jitter_ms: Millis = 0
+    error_rate: Rate = 0.0
+    decline_rate: Rate = 0.0
+    unavailable_for_s: Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)] = 0.0
+
+    def to_faults(self) -> Faults:
+        return Faults(**self.model_dump())
 
 
 MAX_BODY_BYTES = 64 * 1024

@@ -242,6 +242,9 @@ def test_a_placed_order_reaches_the_mounted_fake_downstream(
             return [o["order_id"] for o in orders] == [order["id"]]
 
         wait_until(arrived, 5, message="the order at the downstream")
+        # the consumer counts a delivery once the downstream has answered: poll for it too
+        wait_until(lambda: 'outcome="delivered"} 1.0' in client.get("/metrics").text, 5,
+                   message="the delivery counted")
         assert_metrics(client.get("/metrics").text)
 
 
