@@ -10,6 +10,8 @@
   const TOKEN_KEY = "strangler.dashboard.token";
   const NAME_KEY = "strangler.dashboard.name";
   const GLOBAL = "*";
+  const MONITOR = "guardrail-monitor"; // the actor of a guardrail trip (guardrails/monitor.py)
+  const TITLE = document.title;
   const CORE = "#2563eb"; // the colours of dashboard.css (--core, --legacy)
   const LEGACY = "#e07b00";
   const AUDIT_ROWS = 50;
@@ -30,6 +32,7 @@
     config: null,
     cards: new Map(),
     globalSwitch: null,
+    killsReadAt: null, // when the kill switches shown were last read
     timer: null,
     busy: false,
     again: false,
@@ -132,9 +135,10 @@
       render(status, report, audit, rollouts, series);
       connection(true, clock(Date.now() / 1000));
       const refused = rulesProblems(status);
-      banner(refused || null, Boolean(refused));
+      banner(refused, refused.length > 0);
     } catch (err) {
       connection(false, err.status ? "error " + err.status : "offline");
+      staleKills(err);
       if (err.status === 401) {
         banner("This proxy requires the admin token: enter it above (Authorization: Bearer).",
           true);
@@ -150,7 +154,8 @@
     }
   }
 
-  // A rules file edit refused as a conflict: the file and the active rules disagree.
+  // A rules file rejected as invalid, or an edit refused as a conflict (the file and the
+  // active rules disagree): one line each.
   function rulesProblems(status) {
     const files = status.rules_files || [];
     const rejected = files.filter((f) => f.error).map((f) =>
@@ -160,7 +165,7 @@
       "Rules file edit refused: " + f.path + " conflicts with changes made since the last " +
       "import (the active rules keep serving): " +
       f.conflict.conflicts.map((c) => c.sentence).join("; "));
-    return rejected.concat(refused).join(" ");
+    return rejected.concat(refused);
   }
 
   function connection(ok, text) {
@@ -169,10 +174,12 @@
     node.className = "conn " + (ok ? "ok" : "bad");
   }
 
+  // The problems banner (connection, token, rules files): a sentence, or several lines.
   function banner(text, error) {
+    const lines = (Array.isArray(text) ? text : [text]).filter(Boolean);
     const node = $("banner");
-    node.hidden = !text;
-    node.textContent = text || "";
+    node.hidden = !lines.length;
+    node.replaceChildren(...lines.map((line) => el("div", { class: "banner-line" }, line)));
     node.className = "banner" + (error ? " error" : "");
   }
 
@@ -187,11 +194,105 @@
     monitor.textContent = status.monitor.at ? "judged " + ago(status.monitor.at) : "not yet";
     monitor.dataset.at = status.monitor.at === null ? "" : String(status.monitor.at);
     $("telemetry").textContent = status.monitor.telemetry || "\u2013";
+    renderKillBanner(status, audit);
     renderGlobal(status);
     renderMatrix(status);
     renderFunnels(status, report, series);
     renderRollouts(rollouts);
     renderAudit(audit);
+  }
+
+  // the kill banner: every kill switch that is set, at the top of the page
+
+  const scopeLabel = (scope) => (scope === GLOBAL ? "global" : scope);
+
+  function killScopes(status) {
+    const known = [GLOBAL, ...status.funnels.map((f) => f.name)];
+    const rank = (s) => (known.includes(s) ? known.indexOf(s) : known.length);
+    return Object.keys(status.kill_switches || {})
+      .sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
+  }
+
+  // The guardrails that tripped a switch: the evidence the monitor recorded with its kill (in
+  // the audit entry of that kill, when it is among the entries read), else the names its
+  // reason gives ("guardrail tripped on warranties: payment_success, latency_p95").
+  function tripEvidence(scope, kill, audit) {
+    const entry = (audit || []).find((e) => e.action === "kill" && e.target === scope &&
+      isNum(e.at) && Math.abs(e.at - kill.at) < 0.001);
+    const evidence = entry && entry.details && entry.details.evidence;
+    if (evidence && Array.isArray(evidence.failed) && evidence.failed.length) {
+      const results = Array.isArray(evidence.guardrails) ? evidence.guardrails : [];
+      return {
+        funnel: evidence.funnel || null,
+        failed: evidence.failed.map((name) =>
+          ({ name: String(name), result: results.find((g) => g && g.name === name) || null })),
+      };
+    }
+    const said = /^guardrail tripped on ([^:]+): (.+)$/.exec(kill.reason || "");
+    if (kill.actor !== MONITOR || !said) return null;
+    return {
+      funnel: said[1], failed: said[2].split(/,\s*/).map((name) => ({ name, result: null })),
+    };
+  }
+
+  function guardrailSentence(failed) {
+    const g = failed.result;
+    if (!g) return failed.name + " failed";
+    if (g.detail) return `${failed.name} failed: ${g.detail}`;
+    const f = guardFormat(g.name);
+    return `${failed.name} failed: core ${f.est(g.core_estimate, g)}, ` +
+      `legacy ${f.est(g.legacy_estimate, g)}`;
+  }
+
+  function killItem(scope, kill, audit, known) {
+    const trip = tripEvidence(scope, kill, audit);
+    const field = (name, value, cls) => el("span", { class: "kill-field " + (cls || name) },
+      el("span", { class: "kill-key" }, name + " "), value);
+    return el("li", { "data-scope": scope },
+      el("div", { class: "kill-main" },
+        el("span", { class: "kill-scope" }, scope === GLOBAL ? "GLOBAL (every funnel)" : scope),
+        known ? null : el("span", { class: "kill-note" }, "(no such funnel in the active rules)"),
+        field("by", el("b", null, kill.actor), "who"),
+        field("at", `${stamp(kill.at)} (${ago(kill.at)})`, "when"),
+        field("reason", el("q", null, kill.reason), "why")),
+      trip ? el("div", { class: "kill-trip" },
+        "Tripped by the guardrail monitor" + (trip.funnel ? ` on ${trip.funnel}` : "") + ": ",
+        el("ul", null, trip.failed.map((g) =>
+          el("li", { "data-guardrail": g.name }, guardrailSentence(g))))) : null);
+  }
+
+  function renderKillBanner(status, audit) {
+    const kills = status.kill_switches || {};
+    const scopes = killScopes(status);
+    const names = new Set(status.funnels.map((f) => f.name));
+    const node = $("kill-banner");
+    state.killsReadAt = Date.now() / 1000;
+    node.hidden = !scopes.length;
+    node.dataset.scopes = scopes.join(" ");
+    document.title = scopes.length
+      ? `KILLED: ${scopes.map(scopeLabel).join(", ")} \u00b7 ${TITLE}` : TITLE;
+    if (!scopes.length) { node.replaceChildren(); return; }
+    const what = kills[GLOBAL] ? "every funnel's traffic goes to legacy"
+      : scopes.length === 1 ? "its traffic goes to legacy" : "their traffic goes to legacy";
+    node.replaceChildren(
+      el("div", { class: "kill-head" },
+        el("strong", null, scopes.length === 1 ? "KILL SWITCH SET" :
+          `${scopes.length} KILL SWITCHES SET`),
+        ` \u00b7 ${scopes.map(scopeLabel).join(", ")}: ${what}, whatever the rules say. ` +
+        (scopes.length === 1 ? "Clear it" : "Clear each") +
+        " with its switch below (or `strangler unkill`) once it is safe.",
+        el("span", { class: "kill-stale" })),
+      el("ul", { class: "kill-list" }, scopes.map((scope) =>
+        killItem(scope, kills[scope], audit, scope === GLOBAL || names.has(scope)))));
+  }
+
+  // The API cannot be read: the kill switches shown are those of the last good read.
+  function staleKills(err) {
+    const node = $("kill-banner");
+    const stale = node.querySelector(".kill-stale");
+    if (node.hidden || !stale) return;
+    stale.textContent = ` As read at ${clock(state.killsReadAt)}: the API cannot be read now ` +
+      `(${err.status ? "error " + err.status : "offline"}), so this may have changed.`;
   }
 
   // kill switches
@@ -215,16 +316,27 @@
     return sw;
   }
 
-  function updateSwitch(sw, kill, coveredByGlobal) {
+  // `coveredByGlobal`: a funnel's switch while the global one is set; `funnelKills`: the
+  // global switch's note of the funnel switches set (its own state is not all that counts).
+  function updateSwitch(sw, kill, coveredByGlobal, funnelKills = []) {
     sw.killed = Boolean(kill);
     sw.root.dataset.state = kill ? "killed" : "live";
     sw.root.classList.toggle("is-killed", Boolean(kill) || coveredByGlobal);
-    sw.stateEl.replaceChildren(
-      kill ? badge("KILLED", "killed") : badge("LIVE", "live"), " ",
-      kill ? `by ${kill.actor}, ${ago(kill.at)} (${clock(kill.at)}): ${kill.reason}`
-        : coveredByGlobal ? "its own switch is clear, but the global kill switch sends it to legacy"
-          : sw.scope === GLOBAL ? "clear: each funnel follows its own switch and rules"
-            : "clear: the rules route this funnel's traffic");
+    sw.root.classList.toggle("has-kills", !kill && funnelKills.length > 0);
+    sw.stateEl.replaceChildren(...(
+      kill ? [badge("KILLED", "killed"), " ",
+        `by ${kill.actor}, ${ago(kill.at)} (${clock(kill.at)}): ${kill.reason}`]
+        : coveredByGlobal ? [badge("CLEAR", "none"), " ", badge("GLOBAL KILL", "killed"), " ",
+          "its own switch is clear, but the global kill switch sends it to legacy"]
+          : funnelKills.length ? [badge("CLEAR", "none"), " ",
+            badge(`${funnelKills.length} FUNNEL${funnelKills.length > 1 ? "S" : ""} KILLED`,
+              "killed"), " ",
+            el("span", { class: "funnel-kills", title: "their traffic goes to legacy; clear " +
+              "each with its own switch, in its card below" },
+            "global: clear; funnel switches set: " + funnelKills.join(", "))]
+            : [badge("LIVE", "live"), " ", sw.scope === GLOBAL
+              ? "clear: no kill switch is set; the rules route every funnel's traffic"
+              : "clear: the rules route this funnel's traffic"]));
     sw.button.textContent = kill ? "Clear kill switch" : "Trip kill switch";
     sw.button.dataset.action = kill ? "unkill" : "kill";
     sw.button.className = "action " + (kill ? "safe" : "danger");
@@ -289,7 +401,12 @@
       state.globalSwitch = makeSwitch(GLOBAL, "global");
       $("global-switch").append(state.globalSwitch.root);
     }
-    updateSwitch(state.globalSwitch, status.kill_switches[GLOBAL] || null, false);
+    const kills = status.kill_switches || {};
+    const funnelKills = killScopes(status).filter((s) => s !== GLOBAL);
+    updateSwitch(state.globalSwitch, kills[GLOBAL] || null, false, funnelKills);
+    const count = Object.keys(kills).length;
+    $("kill-count").replaceChildren(count ? badge(`${count} set`, "killed")
+      : badge("none set", "live"));
   }
 
   // funnels x countries
@@ -307,10 +424,13 @@
     const head = el("tr", null, el("th", null, "funnel"),
       countries.map((c) => el("th", { "data-country": c }, c)),
       el("th", { title: "every country no rule names: the '*' rule" }, "other"));
+    const kills = status.kill_switches || {};
     const rows = status.funnels.map((f) => el("tr",
       { class: f.killed ? "killed" : null, "data-funnel": f.name },
-      el("th", null, f.name,
-        f.killed ? el("div", { class: "forced" }, "killed \u2192 legacy") : null),
+      el("th", null, f.name, f.killed ? [
+        el("div", { class: "forced" }, "killed: 0% core"),
+        el("div", { class: "forced-by" }, kills[f.name] ? "all to legacy"
+          : "global switch: all to legacy")] : null),
       countries.map((c) => cell(f, c, f.live[c] || {})),
       cell(f, GLOBAL, otherLive(f.live, explicit))));
     $("matrix").replaceChildren(el("thead", null, head), el("tbody", null, rows));
@@ -326,6 +446,9 @@
     return sum;
   }
 
+  // A killed funnel's cell: the rule's percentage greyed (not in force) and "killed" instead
+  // of the last minute's live split, which still counts core traffic from before the kill.
+  // The data-*-rps attributes keep the monitor's figures, as `strangler status` gives them.
   function cell(funnel, country, live) {
     const rule = country === GLOBAL ? funnel.rules.find((r) => r.countries === "*") || null
       : ruleFor(funnel, country);
@@ -333,21 +456,26 @@
     const legacy = live.legacy || 0;
     const total = core + legacy;
     const share = total > 0 ? core / total : null;
+    const killed = Boolean(funnel.killed);
+    const ruleText = rule ? `rule ${rule.id}: ${rule.percent}% of customers to the core`
+      : "no rule matches: legacy";
     return el("td", {
-      class: "cell" + (rule ? "" : " no-rule"), "data-funnel": funnel.name, "data-country": country,
+      class: "cell" + (rule ? "" : " no-rule") + (killed ? " killed" : ""),
+      "data-funnel": funnel.name, "data-country": country,
       "data-percent": rule ? String(rule.percent) : "", "data-core-rps": String(core),
-      "data-legacy-rps": String(legacy),
-      title: rule ? `rule ${rule.id}: ${rule.percent}% of customers to the core`
-        : "no rule matches: legacy",
+      "data-legacy-rps": String(legacy), "data-killed": killed ? "true" : null,
+      title: killed ? `killed: 0% core, all traffic to legacy (${ruleText}, not in force ` +
+        "while the kill switch is set)" : ruleText,
     },
     el("div", { class: "pct" }, rule ? rule.percent + "%" : "\u2013"),
-    splitBar(share, rule ? rule.percent / 100 : 0),
-    el("div", { class: "live" }, total > 0
+    killed ? splitBar(0, null) : splitBar(share, rule ? rule.percent / 100 : 0),
+    el("div", { class: "live" }, killed ? "killed" : total > 0
       ? `core ${(share * 100).toFixed(0)}% \u00b7 ${rps(core)}/${rps(legacy)} req/s`
       : "no traffic"),
     el("div", { class: "rule" }, rule ? rule.id : "no rule"));
   }
 
+  // `configured` null: no tick (a killed funnel, whose rules are not in force).
   function splitBar(share, configured) {
     const bar = svg("svg", { class: "split", viewBox: "0 0 100 8", preserveAspectRatio: "none",
       role: "img", "aria-label": share === null ? "no traffic" : `core ${pct(share)}` },
@@ -355,8 +483,10 @@
     if (share !== null) {
       bar.append(svg("rect", { x: 0, y: 1, width: share * 100, height: 6, fill: CORE }));
     }
-    bar.append(svg("rect",
-      { x: Math.min(99.2, configured * 100), y: 0, width: 0.8, height: 8, fill: "#111827" }));
+    if (configured !== null) {
+      bar.append(svg("rect",
+        { x: Math.min(99.2, configured * 100), y: 0, width: 0.8, height: 8, fill: "#111827" }));
+    }
     return bar;
   }
 

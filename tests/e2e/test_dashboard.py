@@ -35,6 +35,7 @@ TOKEN = "dash-" + uuid.uuid4().hex
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 OPERATOR = "e2e-oncall"
 ARTIFACT = REPO / "artifacts" / "dashboard.png"
+KILLED_ARTIFACT = REPO / "artifacts" / "dashboard-killed.png"  # the first screen, 1400x900
 CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -88,7 +89,9 @@ def start_up(data_dir: Path, rules: Path) -> tuple[subprocess.Popen[bytes], Dash
                 [*strangler_cmd(), "up", "--port", str(port), "--data-dir", str(data_dir),
                  "--rules", str(rules), "--legacy-latency-ms", "20", "--admin-port", str(admin)],
                 stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
-                env=clean_env(STRANGLER_ADMIN_TOKEN=TOKEN, STRANGLER_LOG_LEVEL="warning"),
+                # the tests' X-Country comes from loopback, as a CDN's would
+                env=clean_env(STRANGLER_ADMIN_TOKEN=TOKEN, STRANGLER_LOG_LEVEL="warning",
+                              STRANGLER_TRUST_COUNTRY_HEADERS="always"),
             )
         up = Dashboard(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}", data_dir, log)
         try:
@@ -236,6 +239,46 @@ def page_state(driver: Any) -> dict[str, Any]:
     return driver.execute_script(READ_PAGE)
 
 
+# The banners at the top of the page, where the first screen shows them.
+READ_BANNERS = """
+const read = (id) => {
+  const node = document.getElementById(id);
+  const r = node.getBoundingClientRect();
+  return { hidden: node.hidden, top: r.top, bottom: r.bottom, text: node.innerText,
+    scopes: [...node.querySelectorAll(".kill-list > li")].map((li) => li.dataset.scope),
+    guardrails: [...node.querySelectorAll("li[data-guardrail]")]
+      .map((li) => li.dataset.guardrail) };
+};
+return { kill: read("kill-banner"), problems: read("banner"), scrollY: window.scrollY,
+  innerHeight: window.innerHeight,
+  globalSwitch: document.querySelector('#global-switch .switch .switch-state').innerText,
+  rows: Object.fromEntries([...document.querySelectorAll("#matrix tbody tr")]
+    .map((tr) => [tr.dataset.funnel, tr.querySelector("th").innerText])) };
+"""
+
+
+def first_screen(driver: Any) -> dict[str, Any]:
+    """The banners as a 1400x900 window shows them, scrolled to the top."""
+    if driver.get_window_size() != {"width": 1400, "height": 900}:
+        driver.set_window_size(1400, 900)
+    driver.execute_script("window.scrollTo(0, 0)")
+    screen: dict[str, Any] = driver.execute_script(READ_BANNERS)
+    return screen
+
+
+def above_the_fold(banner: dict[str, Any], screen: dict[str, Any]) -> bool:
+    return (not banner["hidden"] and screen["scrollY"] == 0 and banner["top"] >= 0
+            and banner["bottom"] > banner["top"]
+            and banner["bottom"] <= screen["innerHeight"] <= 900)
+
+
+def poll_now(driver: Any) -> None:
+    """Make the page poll now rather than within its 3 s (the token form's button does)."""
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.ID, "token-save").click()
+
+
 def expected_rule(funnel: dict[str, Any], country: str) -> dict[str, Any] | None:
     """The first rule that matches, as the proxy decides; '*' stands for other countries."""
     for rule in funnel["rules"]:
@@ -356,6 +399,23 @@ def test_operators_see_the_rollout_and_trip_the_kill_switch_from_the_page(
     wait_for(driver, lambda d: page_state(d)["switches"]["warranties"] == "killed", 10,
              "the page never showed the kill switch set")
 
+    # a red banner at the top says so, on the first screen: the funnel, who and why
+    screen = wait_for(driver, lambda d: (s := first_screen(d))["kill"]["scopes"] == [
+        "warranties"] and s, 10, "no kill banner named the warranties funnel")
+    assert above_the_fold(screen["kill"], screen), screen
+    assert driver.find_element(By.ID, "kill-banner").is_displayed()
+    for said in ("warranties", f"dashboard:{OPERATOR}", "INC-77 drill from the page"):
+        assert said in screen["kill"]["text"], (said, screen["kill"]["text"])
+    # the Kill switches panel does not say all clear, and the killed row claims no core
+    assert "global: clear; funnel switches set: warranties" in screen["globalSwitch"]
+    assert "LIVE" not in screen["globalSwitch"], screen["globalSwitch"]
+    assert "killed: 0% core" in screen["rows"]["warranties"], screen["rows"]
+    assert not any("killed" in text for f, text in screen["rows"].items() if f != "warranties")
+    killed_cells = [c for c in page_state(driver)["cells"] if c["funnel"] == "warranties"]
+    assert killed_cells and all(c["live"] == "killed" for c in killed_cells), killed_cells
+    KILLED_ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
+    assert driver.save_screenshot(str(KILLED_ARTIFACT))
+
     # it is set, audited with who and why, and the proxy routes warranties to legacy
     status = dashboard_up.cli("status", "--json")
     kill = status["kill_switches"]["warranties"]
@@ -379,4 +439,103 @@ def test_operators_see_the_rollout_and_trip_the_kill_switch_from_the_page(
     assert not traffic.errors, traffic.errors[:3]
 
     screenshot(driver)
+
+    # clear it from the page: the banner goes, the row routes by its rules again
+    switch.find_element(By.CSS_SELECTOR, "input.reason").send_keys("drill over")
+    button = switch.find_element(By.CSS_SELECTOR, "button.action")
+    assert button.get_attribute("data-action") == "unkill"
+    button.click()
+    wait_for(driver, ec.alert_is_present(), 5, "no confirmation was asked").accept()
+    screen = wait_for(driver, lambda d: (s := first_screen(d))["kill"]["hidden"] and s, 10,
+                      "the kill banner stayed after the kill switch was cleared")
+    assert "killed" not in screen["rows"]["warranties"], screen["rows"]
+    assert "warranties" not in dashboard_up.cli("status", "--json")["kill_switches"]
     assert time.monotonic() - started < 60
+
+
+# What the guardrail monitor records with its kill (guardrails/monitor.py, _trip).
+TRIP_DETAIL = ("payment success core 90.00% in [88.10%, 91.75%] vs legacy 98.00%; drop in "
+               "[+6.25%, +9.90%], allowed 2.0%")
+TRIP = {
+    "funnel": "warranties", "failed": ["payment_success"], "rules_version": 1, "since": 0.0,
+    "configured_core_share": 0.3,
+    "guardrails": [
+        {"name": "conversion", "verdict": "pass", "core_estimate": 0.31,
+         "legacy_estimate": 0.3, "bound": 0.01, "threshold": 0.1, "n_core": 900,
+         "n_legacy": 2100, "detail": "conversion core 31.00% vs legacy 30.00%"},
+        {"name": "payment_success", "verdict": "fail", "core_estimate": 0.9,
+         "legacy_estimate": 0.98, "bound": 0.0625, "threshold": 0.02, "n_core": 900,
+         "n_legacy": 2100, "detail": TRIP_DETAIL},
+    ],
+}
+XSS = "INC-78 <img src=x onerror=window.__xss=1> stop everything"
+
+
+def set_switches(up: Dashboard, action: str, scopes: list[str | None], reason: str) -> None:
+    for scope in scopes:
+        r = httpx.post(f"{up.admin_url}/_strangler/api/{action}", headers=AUTH, timeout=10,
+                       json={"funnel": scope, "reason": reason, "name": "ana"})
+        assert r.status_code == 200, r.text
+
+
+def test_every_kill_switch_set_is_one_banner_at_the_top_beside_the_rules_problems(
+    browser: Any, dashboard_up: Dashboard,
+) -> None:
+    """A guardrail trip (with the monitor's evidence) and a global kill: one banner at the
+    top lists each, with who, when, why and the guardrail that failed; a rejected rules file
+    edit is a second banner right below it, both on the first screen."""
+    from selenium.webdriver.common.by import By
+
+    from control.killswitch import kill
+    from control.store import open_store
+
+    driver = browser
+    rules = dashboard_up.data_dir / "checkout.yaml"
+    good = rules.read_text()
+    already = dashboard_up.cli("status", "--json")["kill_switches"]
+    set_switches(dashboard_up, "unkill", [None if s == "*" else s for s in already], "reset")
+    driver.get(dashboard_up.admin_url + "/dashboard")
+    driver.find_element(By.ID, "token").send_keys(TOKEN)
+    driver.find_element(By.ID, "token-save").click()
+    wait_for(driver, lambda d: page_state(d)["ok"], 10, "the page never read the API")
+    assert first_screen(driver)["kill"]["hidden"]
+
+    store = open_store(None, str(dashboard_up.data_dir / "strangler.sqlite3"), create=False)
+    try:
+        kill(store, "warranties", actor="guardrail-monitor",
+             reason="guardrail tripped on warranties: payment_success", evidence=TRIP)
+    finally:
+        store.close()
+    set_switches(dashboard_up, "kill", [None], XSS)
+    rules.write_text(good + "\nthis: [is not valid\n")
+    try:
+        def both(d: Any) -> dict[str, Any] | bool:
+            poll_now(d)
+            s = first_screen(d)
+            return (s["kill"]["scopes"] == ["*", "warranties"] and not s["problems"]["hidden"]
+                    and "Rules file rejected" in s["problems"]["text"] and s)
+
+        screen = wait_for(driver, both, 15, "the kill and rules file banners never showed")
+        kill_banner, problems = screen["kill"], screen["problems"]
+        assert above_the_fold(kill_banner, screen) and above_the_fold(problems, screen), screen
+        assert kill_banner["bottom"] <= problems["top"], screen  # stacked, the kill first
+        assert kill_banner["guardrails"] == ["payment_success"], kill_banner
+        for said in ("GLOBAL", "dashboard:ana", XSS, "warranties", "guardrail-monitor",
+                     "guardrail tripped on warranties: payment_success", TRIP_DETAIL):
+            assert said in kill_banner["text"], (said, kill_banner["text"])
+        assert driver.execute_script("return window.__xss") is None  # text, never markup
+        assert "KILLED" in screen["globalSwitch"]
+        assert all("killed: 0% core" in text for text in screen["rows"].values()), screen
+    finally:
+        rules.write_text(good)
+        set_switches(dashboard_up, "unkill", [None, "warranties"], "drill over")
+
+    def none(d: Any) -> dict[str, Any] | bool:
+        poll_now(d)
+        s = first_screen(d)
+        return s["kill"]["hidden"] and s["problems"]["hidden"] and s
+
+    screen = wait_for(driver, none, 15, "a banner stayed after the switches were cleared and "
+                      "the rules file fixed")
+    assert not any("killed" in text for text in screen["rows"].values()), screen
+    assert "LIVE" in screen["globalSwitch"]
