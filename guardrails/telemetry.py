@@ -10,6 +10,8 @@ counters. A flush task hands the deltas to a telemetry store every second:
   order, or was routed by a rule, per funnel and arm.
 
 `MemoryTelemetry` serves one process (embedded mode); `RedisTelemetry` pools all replicas.
+Both keep at most `max_units` unit entries: above it, a uniform sample by unit hash, the same
+units in every arm and kind (`in_sample`).
 """
 
 from __future__ import annotations
@@ -42,8 +44,15 @@ _SIGNAL_UNITS = {"checkout_started": "started", "order_placed": "converted"}
 Key = tuple[int, str, str, str]  # bucket start, funnel, arm, country
 
 
-def _unit_hash(unit: str) -> int:
+def unit_hash(unit: str) -> int:
+    """The 32-bit hash that samples units (independent of the rules' bucketing hash)."""
     return int(mmh3.hash(unit, 0x5EED, signed=False))
+
+
+def in_sample(hashed: int, shift: int) -> bool:
+    """Whether a unit of hash `hashed` is in the sample of 1 in 2**shift (its top `shift`
+    bits are zero). The sample at `shift + 1` is a subset of the one at `shift`."""
+    return hashed < 1 << (32 - shift)
 
 
 @dataclass
@@ -181,7 +190,7 @@ class MemoryTelemetry:
 
     def _sampled(self, unit: str) -> bool:
         shift = self.sample_shift
-        return not shift or _unit_hash(unit) >> (32 - shift) == 0
+        return not shift or in_sample(unit_hash(unit), shift)
 
     def _thin(self) -> None:
         """Keep half the sample: memory stays bounded whatever the number of customers. The

@@ -1,7 +1,26 @@
-"""Telemetry pooled in Redis by every proxy replica, read by the monitor and the CLI."""
+"""Telemetry pooled in Redis by every proxy replica, read by the monitor and the CLI.
+
+Bounded whatever the traffic does, like `MemoryTelemetry`:
+- counters: one hash per (bucket size, bucket start, funnel, arm), a field per country and
+  counter; their number grows with time, not with requests, and each expires after the
+  retention;
+- units: sorted sets per (kind, funnel, arm), member the unit, score when first seen. All
+  of them together hold at most `max_units` entries. Above it, every replica keeps a uniform
+  sample of units by hash: units whose hash (`guardrails.telemetry.unit_hash`) is in the
+  sample of 1 in 2**level, the level shared in `strangler:tm:sample`. A script reads the level
+  and adds only sampled units, atomically; the replica that finds the bound exceeded raises
+  the level (compare-and-set) and removes the units that left the sample from every unit
+  key (listed in `strangler:tm:unit-keys`). The same units are kept in both arms and every
+  kind, so conversion and sample ratio are judged on a random sample of the units: still
+  unbiased between arms, with less power. Counts are of the sample, never scaled up. The
+  level only rises; it goes back to 0 when the telemetry expires (the retention without any
+  traffic). Every key expires after the retention; sets of units are also trimmed of units
+  first seen before it.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import redis
@@ -16,18 +35,65 @@ from guardrails.telemetry import (
     arm_stats,
     bucket_starts,
     granularity,
+    in_sample,
+    unit_hash,
 )
 
+log = logging.getLogger("strangler.guardrails")
+
 PREFIX = "strangler:tm"
+K_SAMPLE = f"{PREFIX}:sample"
+K_UNIT_KEYS = f"{PREFIX}:unit-keys"
+
+# KEYS: the sample level, the set of unit keys, a unit key. ARGV: the TTL, then
+# (hash, first seen, unit) triples. Adds the units in the sample; returns the level.
+_ADD_SAMPLED = """
+local level = tonumber(redis.call('GET', KEYS[1]) or '0')
+local limit = 2 ^ (32 - level)
+local pairs_ = {}
+for i = 2, #ARGV, 3 do
+  if tonumber(ARGV[i]) < limit then
+    pairs_[#pairs_ + 1] = ARGV[i + 1]
+    pairs_[#pairs_ + 1] = ARGV[i + 2]
+  end
+  if #pairs_ >= 1000 or (i + 3 > #ARGV and #pairs_ > 0) then
+    redis.call('ZADD', KEYS[3], 'NX', unpack(pairs_))
+    pairs_ = {}
+  end
+end
+if redis.call('EXPIRE', KEYS[3], ARGV[1]) == 1 then
+  redis.call('SADD', KEYS[2], KEYS[3])
+  redis.call('EXPIRE', KEYS[2], ARGV[1])
+end
+if level > 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return level
+"""
+
+# KEYS: the sample level. ARGV: the level the caller saw, the TTL. Raises the level by one
+# unless another replica already did; returns the level now in force.
+_RAISE_LEVEL = """
+local level = tonumber(redis.call('GET', KEYS[1]) or '0')
+if level == tonumber(ARGV[1]) then
+  level = level + 1
+  redis.call('SET', KEYS[1], level, 'EX', ARGV[2])
+end
+return level
+"""
 
 
 class RedisTelemetry:
-    def __init__(self, url: str, bucket_seconds: int, retention: int = 7 * 3600) -> None:
+    def __init__(self, url: str, bucket_seconds: int, retention: int = 7 * 3600,
+                 max_units: int = 50_000) -> None:
         self.bucket_seconds = bucket_seconds
         self.retention = retention
+        self.max_units = max_units
         self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2,
                                            decode_responses=True)
+        self._add_sampled = self.client.register_script(_ADD_SAMPLED)
+        self._raise_level = self.client.register_script(_RAISE_LEVEL)
         self._last_trim = 0.0
+        self.sample_shift = 0
+        """The shared sample level last seen: units are kept when `in_sample(hash, level)`."""
 
     def _counter_key(self, size: int, start: int, funnel: str, arm: str) -> str:
         return f"{PREFIX}:c:{size}:{start}:{funnel}:{arm}"
@@ -45,9 +111,11 @@ class RedisTelemetry:
                         pipe.hincrby(key, f"{country}|{name}", value)
                     pipe.expire(key, self.retention + COARSE_SECONDS)
             for (kind, funnel, arm), units in batch.units.items():
-                pipe.zadd(self._unit_key(kind, funnel, arm), units, nx=True)
+                self._add_units(pipe, self._unit_key(kind, funnel, arm), units)
                 if kind.startswith("rule:"):
-                    pipe.sadd(f"{PREFIX}:rule-countries:{funnel}", kind[5:])
+                    countries = f"{PREFIX}:rule-countries:{funnel}"
+                    pipe.sadd(countries, kind[5:])
+                    pipe.expire(countries, self.retention)
             now = time.time()
             if now - self._last_trim > 60:
                 self._last_trim = now
@@ -55,8 +123,58 @@ class RedisTelemetry:
                     pipe.zremrangebyscore(self._unit_key(kind, funnel, arm), 0,
                                           now - self.retention)
             pipe.execute()
+            if batch.units:
+                self._keep_bound()
         except redis.RedisError as exc:
             raise StoreUnavailable(f"telemetry: {exc}") from exc
+
+    def _add_units(self, pipe: redis.client.Pipeline, key: str, units: dict[str, float],
+                   ) -> None:
+        """Queue the script that adds the units in the sample (the level can only have
+        risen since `sample_shift` was read: units out of that sample are left out here)."""
+        args: list[str | float | int] = [self.retention]
+        for unit, first_seen in units.items():
+            hashed = unit_hash(unit)
+            if in_sample(hashed, self.sample_shift):
+                args += [hashed, first_seen, unit]
+        if len(args) > 1:
+            self._add_sampled(keys=[K_SAMPLE, K_UNIT_KEYS, key], args=args, client=pipe)
+
+    def unit_count(self) -> int:
+        """Unit entries held, over every kind, funnel and arm."""
+        return sum(self._unit_counts()[1].values())
+
+    def _unit_counts(self) -> tuple[int, dict[str, int]]:
+        """The sample level, and the entries of each unit key."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(K_SAMPLE)
+        pipe.smembers(K_UNIT_KEYS)
+        level, members = pipe.execute()
+        keys = sorted(str(k) for k in members)
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.zcard(key)
+        return int(level or 0), dict(zip(keys, map(int, pipe.execute()), strict=True))
+
+    def _keep_bound(self) -> None:
+        """Above `max_units`, halve the sample until the units fit (every replica agrees on
+        the level through Redis)."""
+        level, counts = self._unit_counts()
+        while sum(counts.values()) > self.max_units and level < 32:
+            level = int(self._raise_level(keys=[K_SAMPLE], args=[level, self.retention]))
+            log.warning("telemetry in Redis holds more than %d units: now keeping a sample "
+                        "of 1 in %d units for conversion and sample ratio", self.max_units,
+                        1 << level)
+            counts = {key: self._thin(key, level) for key in counts}
+        self.sample_shift = level
+
+    def _thin(self, key: str, level: int) -> int:
+        """Remove from one unit key the units outside the sample at `level`; what is left."""
+        out = [u for u in self.client.zscan_iter(key, count=1000)
+               if not in_sample(unit_hash(u[0]), level)]
+        for i in range(0, len(out), 1000):
+            self.client.zrem(key, *(u for u, _ in out[i:i + 1000]))
+        return int(self.client.zcard(key))
 
     def _read(
         self, funnel: str, since: float, until: float,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -14,6 +16,9 @@ class ProxySettings(BaseSettings):
     rules_file: str | None = Field(None, description="rules YAML to import and watch")
     db_path: str = Field("var/strangler.sqlite3", description="embedded control store")
     redis_url: str | None = Field(None, description="distributed mode: shared state in Redis")
+    traffic_redis_url: str | None = Field(
+        None, description="Redis for the state traffic writes (sticky assignments, "
+        "telemetry), apart from the control state; default: redis_url")
     state_cache: str | None = Field(
         None, description="file keeping this replica's last known control state (rules, kill "
         "switches, audit) across restarts, for a store that lost its data; default "
@@ -28,6 +33,9 @@ class ProxySettings(BaseSettings):
 
     poll_interval: float = Field(0.1, gt=0, le=5.0, description="store and file polling (s)")
     sticky_max_units: int = Field(200_000, ge=1000)
+    sticky_redis_max_units: int = Field(
+        100_000, ge=1000, description="sticky assignments Redis holds at most, whatever "
+        "the traffic (proxy.sticky_redis); above, a new one stays on its replica")
     trusted_proxies: list[str] = Field(default_factory=list, description="CIDRs or IPs")
     via_name: str = "strangler"
     forward_path_prefixes: list[str] = Field(
@@ -41,8 +49,9 @@ class ProxySettings(BaseSettings):
         True, description="fixed glibc mmap threshold and 2 arenas, so RSS follows the live "
         "data instead of its peaks (proxy.runtime.tune_malloc)")
     telemetry_max_units: int = Field(
-        50_000, ge=1000, description="distinct units the embedded telemetry keeps; above "
-        "it, a uniform hash sample of them (the same units in both arms)")
+        50_000, ge=1000, description="distinct units the telemetry keeps (in process, or "
+        "in Redis for all replicas); above it, a uniform hash sample of them (the same "
+        "units in both arms)")
     guard_interval: float = Field(5.0, gt=0, description="seconds between guardrail checks")
     guard_webhook_url: str | None = Field(None, description="POSTed the evidence of a trip")
     session_cookie_max_age: int = 86_400
@@ -52,6 +61,12 @@ class ProxySettings(BaseSettings):
     header_timeout: float = Field(10.0, gt=0, description="seconds to read a request head")
     body_idle_timeout: float = Field(10.0, gt=0, description="max gap between body chunks (s)")
     body_timeout: float = Field(60.0, gt=0, description="seconds to read a whole request body")
+    body_buffer_bytes: int = Field(
+        1_048_576, ge=0, description="request bodies up to this size are read whole before "
+        "an upstream connection is taken (a slow client holds none); larger ones stream")
+    trust_country_headers: Literal["trusted-proxies", "always"] = Field(
+        "trusted-proxies", description="whose country headers (the rules' country_headers) "
+        "are believed: peers in trusted_proxies only, or always (behind a CDN that sets them)")
     max_state_age: float = Field(
         30.0, ge=0, description="control state older than this (s): all to legacy; 0: off")
     qa_override_secret: str | None = Field(

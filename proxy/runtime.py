@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from control.decision import Backend, Decision, Reason
+from control.decision import Backend, Decision
 from control.lastknown import StateCache
 from control.operations import ControlSnapshot
 from control.rollout_driver import RolloutDriver
@@ -29,11 +29,9 @@ from proxy.forward import BackendConfig, Upstream
 from proxy.headers import TrustedProxies
 from proxy.metrics import ProxyMetrics
 from proxy.outcome import OutcomeObserver, RequestOutcome
-from proxy.sticky import LocalSticky, StickyStore
+from proxy.sticky import LocalSticky, StickyStore, starts_checkout
 
 log = logging.getLogger("strangler.proxy")
-
-_NEW_ASSIGNMENT = frozenset({Reason.RULE, Reason.DEFAULT, Reason.FAILOVER})
 
 
 def tune_malloc() -> bool:
@@ -111,20 +109,29 @@ class ProxyRuntime:
             f"; Path=/; Max-Age={settings.session_cookie_max_age}; HttpOnly; SameSite=Lax"
         )
 
+    @property
+    def traffic_redis_url(self) -> str | None:
+        """The Redis that sticky assignments and telemetry go to: their own when
+        configured, so that traffic can never fill the control store (docs/proxy.md)."""
+        return self.settings.traffic_redis_url or self.settings.redis_url
+
     def _sticky_store(self) -> StickyStore:
-        if self.settings.redis_url:
+        settings = self.settings
+        if self.traffic_redis_url:
             from proxy.sticky_redis import RedisSticky
 
-            return RedisSticky(self.settings.redis_url, self.settings.sticky_max_units)
-        return LocalSticky(self.settings.sticky_max_units)
+            return RedisSticky(self.traffic_redis_url, settings.sticky_max_units,
+                               redis_max_units=settings.sticky_redis_max_units)
+        return LocalSticky(settings.sticky_max_units)
 
     def _telemetry_store(self) -> TelemetryStore:
         bucket = self.settings.telemetry_bucket_seconds
-        if self.settings.redis_url:
+        max_units = self.settings.telemetry_max_units
+        if self.traffic_redis_url:
             from guardrails.telemetry_redis import RedisTelemetry
 
-            return RedisTelemetry(self.settings.redis_url, bucket)
-        return MemoryTelemetry(bucket, max_units=self.settings.telemetry_max_units)
+            return RedisTelemetry(self.traffic_redis_url, bucket, max_units=max_units)
+        return MemoryTelemetry(bucket, max_units=max_units)
 
     def upstream(self, backend: Backend) -> Upstream:
         return self._upstreams[backend]
@@ -254,12 +261,14 @@ class ProxyRuntime:
         self, funnel: Funnel, unit: str, decision: Decision, status: int,
         signals: tuple[str, ...],
     ) -> None:
-        """Start, keep or end a unit's in-flight checkout (see proxy.sticky)."""
+        """Start, renew or end a unit's in-flight checkout (proxy.sticky.starts_checkout):
+        any other answer writes nothing, so a unit that never starts a checkout costs no
+        sticky state."""
         rules = self.snapshot.rules
         key = f"{funnel.name}:{unit}"
         if "order_placed" in signals:
             await self.sticky.release(key)
-        elif decision.reason in _NEW_ASSIGNMENT and status < 500 and rules is not None:
+        elif rules is not None and starts_checkout(decision.reason, status, signals):
             await self.sticky.set(key, decision.backend, rules.sticky_ttl_seconds)
 
     def session_cookie(self, unit: str) -> str:

@@ -1,13 +1,19 @@
 """Sticky assignments: which backend a unit's in-flight checkout started on.
 
-The rule: a unit's checkout is "in flight" from its first request that a backend answered
-(any status below 500) until the funnel's `order_placed` signal is seen for that unit, or until
-it has been idle for the funnel file's `stickiness.idle_ttl_seconds`. While in flight the unit
-keeps its backend (STICKY), whatever the percentage does; lowering a percentage therefore
-moves only units with no checkout in flight.
+The rule (`starts_checkout`): a unit's checkout is "in flight" from the answer that gave it
+something to come back to, until the funnel's `order_placed` signal is seen for that unit, or
+until it has been idle for the funnel file's `stickiness.idle_ttl_seconds`:
+- a backend created something for a request that named no id (201 to a RULE, DEFAULT or
+  FAILOVER decision: `POST /carts` in the checkout contract), or
+- the funnel's `checkout_started` signal (the backend that owns the cart).
+While in flight the unit keeps its backend (STICKY), whatever the percentage does; lowering
+a percentage therefore moves only units with no checkout in flight. Every other answer
+(browsing, health probes, errors, a unit minted for a request that never creates a cart)
+writes nothing: a crawler costs no sticky state.
 
 Local state is a bounded LRU with an idle TTL (no unbounded growth). In distributed mode the
-assignments are also written to Redis (fire and forget) and read from it on a local miss.
+assignments are also written to Redis (fire and forget, within a write budget: see
+`proxy.sticky_redis`) and read from it on a local miss.
 """
 
 from __future__ import annotations
@@ -16,7 +22,23 @@ import time
 from collections import OrderedDict
 from typing import Protocol
 
-from control.decision import Backend
+from control.decision import Backend, Reason
+
+CHECKOUT_STARTED = "checkout_started"
+CREATED = 201
+_ASSIGNED = frozenset({Reason.RULE, Reason.DEFAULT, Reason.FAILOVER})
+_SERVED = _ASSIGNED | {Reason.OWNER}
+
+
+def starts_checkout(reason: Reason, status: int, signals: tuple[str, ...]) -> bool:
+    """Whether an answer starts (or renews) the unit's in-flight checkout (module doc).
+
+    A 201 to a RULE, DEFAULT or FAILOVER decision is always to a request that named no id
+    (a request naming one is routed by its OWNER); KILL_SWITCH, STICKY and ERROR answers
+    never start one."""
+    if CHECKOUT_STARTED in signals:
+        return reason in _SERVED
+    return status == CREATED and reason in _ASSIGNED
 
 
 class StickyStore(Protocol):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 
 import pytest
+import redis
 
 from control.decision import Backend
-from proxy.sticky_redis import RedisSticky
+from proxy.sticky_redis import BUDGET, KEY, RedisSticky
 
 
 def closed_port() -> int:
@@ -90,3 +92,35 @@ async def test_the_store_uses_redis_again_once_it_answers(redis_clean_url: str) 
     finally:
         await store.close()
         await other.close()
+
+
+async def settle(store: RedisSticky) -> None:
+    if store._pending:
+        await asyncio.wait(store._pending, timeout=10)
+
+
+async def test_redis_holds_no_more_sticky_assignments_than_the_bound(redis_clean_url: str) -> None:
+    store = RedisSticky(redis_clean_url, 10_000, timeout=1.0, redis_max_units=2000)
+    client = redis.Redis.from_url(redis_clean_url, decode_responses=True)
+    try:
+        for i in range(3000):  # 3,000 checkouts starting within one period
+            await store.set(f"warranties:u{i:05d}", Backend.CORE, 3600)
+            if i % 100 == 99:
+                await settle(store)
+        await settle(store)
+        keys = list(client.scan_iter(KEY + "*"))
+        assert 1000 <= len(keys) <= 2000  # 1,000 a period: 2,000 across a period's end
+        assert all(0 < client.ttl(k) <= 3600 for k in keys)
+        assert all(store.local.get_local(f"warranties:u{i:05d}") is Backend.CORE
+                   for i in range(3000))  # each replica still holds all of its own
+
+        budget = f"{BUDGET}3600:{int(time.time() // 3600)}"
+        spent = int(client.get(budget) or 0)
+        written = keys[0].removeprefix(KEY)
+        await store.set(written, Backend.CORE, 3600)  # fresh already: nothing to write
+        await settle(store)
+        assert int(client.get(budget) or 0) == spent
+        assert 0 < client.ttl(budget) <= 7200
+    finally:
+        client.close()
+        await store.close()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from control.decision import Backend
-from proxy.sticky import LocalSticky
+import pytest
+
+from control.decision import Backend, Reason
+from proxy.sticky import LocalSticky, starts_checkout
 
 
 def test_remembers_either_backend_and_forgets_on_release() -> None:
@@ -45,3 +47,29 @@ def test_a_reassignment_replaces_the_backend() -> None:
     store.set_local("f:a", Backend.LEGACY, 60, now=110.0)
     assert store.get_local("f:a", now=111.0) is Backend.LEGACY
     assert len(store) == 1
+
+
+# (reason, status, signals, starts or renews an in-flight checkout)
+IN_FLIGHT = [
+    (Reason.RULE, 201, (), True),  # a cart created for the unit
+    (Reason.DEFAULT, 201, (), True),
+    (Reason.FAILOVER, 201, (), True),
+    (Reason.OWNER, 201, ("checkout_started",), True),  # the cart's owner, checking out
+    (Reason.RULE, 201, ("checkout_started",), True),
+    (Reason.RULE, 200, (), False),  # browsing: no cart, nothing to come back to
+    (Reason.RULE, 404, (), False),
+    (Reason.RULE, 422, (), False),  # a cart refused
+    (Reason.FAILOVER, 503, (), False),
+    (Reason.OWNER, 201, (), False),  # an item added to a cart it already has
+    (Reason.STICKY, 201, (), False),  # already in flight
+    (Reason.KILL_SWITCH, 201, (), False),
+    (Reason.KILL_SWITCH, 201, ("checkout_started",), False),
+    (Reason.ERROR, 201, (), False),
+]
+
+
+@pytest.mark.parametrize(("reason", "status", "signals", "expected"), IN_FLIGHT)
+def test_only_an_answer_that_starts_a_checkout_makes_a_unit_sticky(
+    reason: Reason, status: int, signals: tuple[str, ...], expected: bool,
+) -> None:
+    assert starts_checkout(reason, status, signals) is expected
