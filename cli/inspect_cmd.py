@@ -30,6 +30,7 @@ _WHY = {
 
 
 def _sticky(redis_url: str | None, funnel: str | None, unit: str) -> Backend | None:
+    """The unit's in-flight checkout, from the Redis that holds traffic state."""
     if not redis_url or funnel is None:
         return None
     import redis
@@ -51,6 +52,10 @@ def explain(
     session: Annotated[str | None, typer.Option(help="Sticky unit (checkout_session).")] = None,
     path: Annotated[str, typer.Option(help="Request path, e.g. /carts/co_cart_1.")] = "/carts",
     db_path: DbPath = DEFAULT_DB, redis_url: RedisUrl = None, as_json: AsJson = False,
+    traffic_redis_url: Annotated[str | None, typer.Option(
+        "--traffic-redis-url", envvar="STRANGLER_TRAFFIC_REDIS_URL",
+        help="The Redis of traffic state, where in-flight checkouts are (default: "
+        "--redis-url).")] = None,
 ) -> None:
     """Say which backend a request would go to, and why.
 
@@ -71,7 +76,8 @@ def explain(
     ctx = extract_context(rules, path, headers)
     if ctx.funnel is None and funnel and rules is not None:
         fail(f"no funnel matches {funnel!r}; known: {', '.join(f.name for f in rules.funnels)}")
-    sticky = _sticky(redis_url, ctx.funnel.name if ctx.funnel else None, ctx.unit)
+    sticky = _sticky(traffic_redis_url or redis_url, ctx.funnel.name if ctx.funnel else None,
+                     ctx.unit)
     decision = decide(ctx, rules, kills, sticky)
     data = {
         "backend": decision.backend.value, "reason": decision.reason.value,
