@@ -190,10 +190,13 @@ def ramp_text(text: str, funnel: str, country: str | None, percent: Decimal) -> 
     target = next((r for r in rules if r.get("countries") == wanted), None)
     value = _percent_value(percent)
     if target is None:
+        covering = next((r for r in rules if r.get("countries") == "*" or (
+            country and country in (r.get("countries") or []))), None)
+        before = (f"{covering['percent']}% (by rule {covering['id']})" if covering is not None
+                  else "no rule (legacy)")
         suffix = country.lower() if country else "all"
         target = {"id": f"{funnel}-{suffix}", "countries": wanted, "percent": value}
         rules.insert(0, target) if country else rules.append(target)
-        before = "no rule"
     else:
         before = f"{target['percent']}%"
         target["percent"] = value

@@ -227,7 +227,7 @@ def test_ramp_with_a_country_creates_a_country_rule_first_in_the_funnel(store, a
     assert funnel.rules[0].countries == frozenset({"DE"})
     assert funnel.rule_for("DE").basis_points == 1250
     assert funnel.rule_for("IE").basis_points == 5000
-    assert sentence == "warranties / DE: no rule -> 12.5% (rule warranties-de)"
+    assert sentence == "warranties / DE: 0% (by rule rest) -> 12.5% (rule warranties-de)"
     assert record.reason == f"guardrails green ({sentence})"
     assert record.actor == "alice"
 
@@ -380,3 +380,11 @@ def test_kill_with_an_empty_funnel_is_refused_not_global(store, apply):
     with pytest.raises(ControlError, match="--funnel"):
         control.kill(store, " ", actor="bob", reason="INC-7")
     assert store.kill_switches() == {}
+
+
+def test_a_ramp_sentence_says_the_percentage_a_country_had_by_a_wider_rule() -> None:
+    """Before: 'IE: no rule -> 75%' when IE was at 50% by a rule naming several countries."""
+    _, sentence = control.ramp_text(RULES, "warranties", "IE", Decimal(75))
+    assert sentence == ("warranties / IE: 50% (by rule pilot) -> 75% (rule warranties-ie)")
+    _, sentence = control.ramp_text(RULES, "accessories", "FR", Decimal(5))
+    assert "no rule (legacy) -> 5%" in sentence
