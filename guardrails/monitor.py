@@ -222,8 +222,12 @@ class GuardrailMonitor:
         at the last five minutes' rate (`waiting`)."""
         out = [asdict(r) for r in judgement.results]
         if any(r.verdict is Verdict.INSUFFICIENT for r in judgement.results):
-            recent = self.telemetry.window(funnel.name, now - RECENT_SECONDS, now)
-            recent = replace(recent, seconds=RECENT_SECONDS)
+            # the last five minutes, or less when monitoring began since (rates would be
+            # diluted by minutes without traffic), but never under half a minute
+            since = self.epoch_start(funnel, now)
+            seconds = max(30.0, min(RECENT_SECONDS, now - since))
+            recent = self.telemetry.window(funnel.name, now - seconds, now)
+            recent = replace(recent, seconds=seconds)
             for data, result in zip(out, judgement.results, strict=True):
                 data["waiting"] = time_to_verdict(result, recent)
         return out

@@ -35,12 +35,17 @@ def _duration(minutes: float) -> str:
 def time_to_verdict(result: GuardrailResult, recent: FunnelWindow) -> dict[str, Any] | None:
     """For an insufficient result that counts samples: what it lacks, the recent rate per
     arm, and the estimated wait (None: no traffic of the lacking arm lately)."""
-    need = result.evidence.get("min_samples")
     count = SAMPLES.get(result.name)
-    if result.verdict is not Verdict.INSUFFICIENT or need is None or count is None:
+    if result.verdict is not Verdict.INSUFFICIENT or count is None:
         return None
     minutes = (recent.seconds or RECENT_SECONDS) / 60
     rates = {"core": count(recent.core) / minutes, "legacy": count(recent.legacy) / minutes}
+    need = result.evidence.get("min_samples")
+    if need is None:  # enough samples, but the bound straddles the limit
+        return {"lacks": "a narrower confidence bound", "per_minute": {
+            arm: round(r, 3) for arm, r in rates.items()}, "eta_seconds": None,
+            "text": "enough samples; the estimate is near the limit and more data narrows "
+                    "the bound (watch the bound column approach the threshold)"}
     missing = {"core": max(0, need - result.n_core), "legacy": max(0, need - result.n_legacy)}
     waits = {arm: (missing[arm] / rates[arm] if rates[arm] > 0 else math.inf)
              for arm in missing if missing[arm] > 0}

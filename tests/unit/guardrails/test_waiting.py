@@ -44,7 +44,11 @@ def test_no_recent_traffic_gives_no_estimate_and_says_why() -> None:
 
 
 def test_a_judged_result_needs_no_wait() -> None:
-    assert time_to_verdict(conversion(500, 500), recent(10, 10)) is None
+    spec = ConversionSpec(max_relative_drop=0.1)
+    arm = ArmStats(checkout_units=20_000, converted_units=12_000)
+    judged = judge_conversion(spec, arm, arm, 0.05, 100)
+    assert judged.verdict.value == "pass"
+    assert time_to_verdict(judged, recent(10, 10)) is None
 
 
 def test_a_waiting_rollout_says_on_what_and_adds_no_history_each_tick() -> None:
@@ -61,3 +65,19 @@ def test_a_waiting_rollout_says_on_what_and_adds_no_history_each_tick() -> None:
     later = rollout.step(waiting, "insufficient_data", False, 30,
                          waiting_on=why.replace("81", "70")).rollout
     assert "70 min" in later.detail and len(later.history) == len(waiting.history)
+
+
+def test_enough_samples_but_an_undecided_bound_says_so() -> None:
+    spec = ConversionSpec(max_relative_drop=0.1)
+    close = judge_conversion(spec, ArmStats(checkout_units=200, converted_units=108),
+                             ArmStats(checkout_units=200, converted_units=114), 0.05, 100)
+    assert close.verdict.value == "insufficient_data"
+    wait = time_to_verdict(close, recent(10, 10))
+    assert wait is not None and wait["lacks"] == "a narrower confidence bound"
+    assert wait["eta_seconds"] is None and "bound" in wait["text"]
+
+
+def test_the_rate_is_taken_over_the_window_given() -> None:
+    wait = time_to_verdict(conversion(3, 270), FunnelWindow(
+        "warranties", ArmStats(checkout_units=10), ArmStats(), seconds=30))
+    assert wait is not None and wait["per_minute"]["core"] == 20.0
