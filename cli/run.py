@@ -35,6 +35,7 @@ AdminPort = Annotated[int | None, typer.Option(
     "Set STRANGLER_ADMIN_TOKEN to require 'Authorization: Bearer TOKEN'.")]
 AdminHost = Annotated[str, typer.Option("--admin-host", help="Address of the admin port.")]
 
+LOOPBACK = '["127.0.0.1/32", "::1/128"]'
 PACKAGED_RULES = Path(__file__).resolve().parent.parent / "proxy" / "sample_rules.yaml"
 
 
@@ -253,4 +254,8 @@ def up(
             "STRANGLER_CORE_URL": core_url, "STRANGLER_LEGACY_URL": legacy_url,
             "STRANGLER_RULES_FILE": str(rules_path),
             "STRANGLER_DB_PATH": str(data_dir / "strangler.sqlite3"),
+            # everything runs on this machine: a client on it may say its country
+            # (X-Country, as in the quick start); set it yourself to trust otherwise
+            "STRANGLER_TRUSTED_PROXIES": os.environ.get("STRANGLER_TRUSTED_PROXIES",
+                                                        LOOPBACK),
         }, _admin(admin_host, admin_port))
