@@ -2,6 +2,11 @@
 
 A raw ASGI callable on the hot path (no routing framework, no middleware stack): the
 decision takes a few microseconds, the rest is streaming bytes between two sockets.
+
+Every failure is one log line with its cause, never a traceback: before the response
+started, the client gets problem+json (502, 503, 504, 408, 413); after, the connection is
+closed (`proxy.server_protocol.ABORT`), so the client sees a truncated response. Failures
+of the client (a slow or abandoned upload) are never counted against a backend.
 """
 
 from __future__ import annotations
@@ -13,15 +18,18 @@ from typing import Any
 from admin.access import is_admin_path, is_dashboard_path, on_port
 from admin.app import create_admin_app
 from control.decision import Backend, Decision, Reason, RequestContext, decide, is_killed
-from proxy.config import ProxySettings
-from proxy.context import extract_context, normalize_path, quote_path
+from control.rules import RuleSet
+from proxy.context import extract_context, forward_path, normalize_path
 from proxy.forward import (
     BodyTooLarge,
     ClientGone,
     RequestBody,
+    UpstreamBroken,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnreachable,
+    read_body,
+    upstream_error,
 )
 from proxy.h1client import Response
 from proxy.headers import downstream_response_headers, upstream_request_headers
@@ -30,7 +38,7 @@ from proxy.outcome import RequestOutcome
 from proxy.override import apply_override, forced_backend
 from proxy.problems import send_problem
 from proxy.runtime import ProxyRuntime
-from proxy.server_protocol import HttpLimits
+from proxy.server_protocol import ABORT, HttpLimits
 
 log = logging.getLogger("strangler.proxy")
 
@@ -46,6 +54,8 @@ class ForwardFailed(Exception):
         self.decision = decision
 
 NO_BODY_STATUS = frozenset({204, 304})
+CLIENT_GONE = 499  # nginx's "client closed request": recorded, never sent
+SMALL_RESPONSE = 65536  # a response body of known length up to this is read before it starts
 
 
 class ProxyApp:
@@ -58,7 +68,9 @@ class ProxyApp:
         self.qa_secret = (
             settings.qa_override_secret.encode() if settings.qa_override_secret else None)
         self.max_state_age = settings.max_state_age
+        self.trust_all_countries = settings.trust_country_headers == "always"
         self._stale = False
+        self._named: tuple[RuleSet | None, frozenset[str]] = (None, frozenset())
         self.admin_app = create_admin_app(
             store=runtime.store, metrics_text=runtime.metrics.render, health=self.health,
             rules=lambda: runtime.snapshot.rules,
@@ -121,12 +133,12 @@ class ProxyApp:
 
     # -- the hot path ------------------------------------------------------------------------
 
-    async def route(self, headers: list[tuple[bytes, bytes]], path: str) -> tuple[
-        RequestContext, Decision
-    ]:
+    async def route(
+        self, headers: list[tuple[bytes, bytes]], path: str, country_trusted: bool = True,
+    ) -> tuple[RequestContext, Decision]:
         snapshot = self.rt.snapshot
         rules = snapshot.rules
-        ctx = extract_context(rules, path, headers)
+        ctx = extract_context(rules, path, headers, country_trusted)
         if self.state_is_stale():  # fail safe: the kill switch may have changed unseen
             funnel = ctx.funnel.name if ctx.funnel is not None else None
             reason = Reason.KILL_SWITCH if is_killed(snapshot.kills, funnel) else Reason.ERROR
@@ -138,6 +150,22 @@ class ProxyApp:
         ):
             sticky = await self.rt.sticky.get(f"{ctx.funnel.name}:{ctx.unit}")
         return ctx, apply_override(decide(ctx, rules, snapshot.kills, sticky), forced)
+
+    def country_trusted(self, peer: str | None) -> bool:
+        """Whether the peer's country headers are believed: always
+        (`STRANGLER_TRUST_COUNTRY_HEADERS=always`, behind a CDN that sets them) or only from
+        `STRANGLER_TRUSTED_PROXIES` (the default). Anyone else could pick their rule."""
+        return self.trust_all_countries or self.rt.trusted.trusts(peer)
+
+    def recorded_country(self, country: str | None) -> str:
+        """The country an outcome carries: one the active rules name, else "other" ("-"
+        for none), so that what clients send cannot grow the telemetry's keys."""
+        if country is None:
+            return "-"
+        rules = self.rt.snapshot.rules
+        if rules is not self._named[0]:
+            self._named = (rules, _named_countries(rules))
+        return country if country in self._named[1] else "other"
 
     def _forwardable(self, path: str) -> bool:
         """Only the checkout routes reach the backends (not their ops endpoints such as the
@@ -170,8 +198,10 @@ class ProxyApp:
             log.warning("rejected %s %s: %s", scope["method"], scope["path"], problem)
             await send_problem(send, 400, "bad-request", problem, scope["path"], CLOSE)
             return
+        client = scope.get("client")
         try:
-            ctx, decision = await self.route(headers, scope["path"])
+            ctx, decision = await self.route(
+                headers, scope["path"], self.country_trusted(client[0] if client else None))
         except Exception:  # the decision never takes a request down: legacy serves it
             log.exception("routing failed, sending to legacy")
             ctx = extract_context(None, scope["path"], headers)
@@ -181,30 +211,32 @@ class ProxyApp:
                                       "no checkout route here", started, scope)
             return
         limit = self.rt.settings.max_body_bytes
-        length = _content_length(headers)
+        has_body, length = _body_framing(headers)
         if length is not None and length > limit:
             await self._reply_problem(send, ctx, decision, 413, "body-too-large",
                                       f"request bodies are limited to {limit} bytes", started,
                                       scope)
             return
-        await self._forward(scope, receive, send, ctx, decision, started)
+        await self._forward(scope, receive, send, ctx, decision, started, has_body, length)
 
     async def _forward(
         self, scope: dict[str, Any], receive: Any, send: Any, ctx: RequestContext,
-        decision: Decision, started: float,
+        decision: Decision, started: float, has_body: bool, length: int | None,
     ) -> None:
         method: str = scope["method"]
         headers = scope["headers"]
-        body = _request_body(receive, headers, self.rt.settings)
         extra = [(b"x-checkout-session", ctx.unit.encode())] if ctx.unit_minted else []
         client = scope.get("client")
+        peer = client[0] if client else None
         upstream_headers = upstream_request_headers(
-            headers, peer=client[0] if client else None, scheme=scope.get("scheme", "http"),
-            via=self.via, trusted=self.rt.trusted, extra=extra,
+            headers, peer=peer, scheme=scope.get("scheme", "http"), via=self.via,
+            trust=self.rt.trusted.trusts(peer), extra=extra,
         )
         qs = scope.get("query_string", b"")
-        path_qs = quote_path(ctx.path) + ("?" + qs.decode("latin-1") if qs else "")
+        path_qs = forward_path(scope.get("raw_path"), scope["path"], ctx.path) + (
+            "?" + qs.decode("latin-1") if qs else "")
         try:
+            body = await self._request_body(receive, length) if has_body else None
             response, decision = await self._send_with_failover(
                 decision, ctx, method, path_qs, upstream_headers, body
             )
@@ -217,16 +249,32 @@ class ProxyApp:
                                       "the request body was not received in time", started,
                                       scope, extra=CLOSE)
             return
-        except ClientGone:
+        except ClientGone:  # nobody to answer; 499 in the outcome, as nginx logs it
+            log.info("%s %s: the client left while sending its body", method, ctx.path)
+            await self._finish(scope, ctx, decision, CLIENT_GONE, started, None)
             return
         except ForwardFailed as failed:
-            exc, decision = failed.error, failed.decision
-            status, slug, extra = _failure_status(exc)
-            log.warning("%s %s -> %s failed: %s", method, ctx.path, decision.backend, exc)
-            await self._reply_problem(send, ctx, decision, status, slug, str(exc), started, scope,
-                                      upstream_error=exc.kind, extra=extra)
+            await self._reply_failure(send, ctx, failed.decision, failed.error, started, scope)
             return
         await self._stream_response(scope, send, ctx, decision, response, started)
+
+    async def _request_body(self, receive: Any, length: int | None) -> RequestBody:
+        """The client's body within the body timeouts: read whole first when it fits in
+        `body_buffer_bytes` (no upstream connection is held meanwhile), else streamed."""
+        s = self.rt.settings
+        timed = timed_receive(receive, s.body_idle_timeout, s.body_timeout)
+        return await read_body(timed, s.max_body_bytes, s.body_buffer_bytes, length)
+
+    async def _reply_failure(
+        self, send: Any, ctx: RequestContext, decision: Decision, exc: UpstreamError,
+        started: float, scope: dict[str, Any],
+    ) -> None:
+        """The upstream failed before the response started: one log line, problem+json."""
+        status, slug, extra = _failure_status(exc)
+        log.warning("%s %s -> %s failed: %s", scope["method"], ctx.path,
+                    decision.backend.value, exc)
+        await self._reply_problem(send, ctx, decision, status, slug, str(exc), started, scope,
+                                  upstream_error=exc.kind, extra=extra)
 
     async def _send_with_failover(
         self, decision: Decision, ctx: RequestContext, method: str, path_qs: str,
@@ -259,7 +307,7 @@ class ProxyApp:
         in the metrics and in the guardrails' error budget (as a FAILOVER, not a rule unit)."""
         self.rt.observe(RequestOutcome(
             funnel=ctx.funnel.name if ctx.funnel is not None else "-",
-            country=ctx.country or "-", unit=ctx.unit, backend=Backend.CORE,
+            country=self.recorded_country(ctx.country), unit=ctx.unit, backend=Backend.CORE,
             reason=Reason.FAILOVER, method=method, path=ctx.path, status=503, duration=0.0,
             upstream_error=exc.kind, signals=(),
         ))
@@ -269,30 +317,55 @@ class ProxyApp:
         response: Response, started: float,
     ) -> None:
         status: int = response.status
+        name = decision.backend.value
+        try:  # a small body is read before the answer starts: a failure is still a 502
+            if not 200 <= status <= 599:
+                raise UpstreamBroken(f"{name}: answered with status {status}")
+            body = await response.read() if _read_first(scope, response) else None
+        except (OSError, UpstreamBroken) as exc:  # nothing was sent to the client yet
+            response.release()
+            failure = exc if isinstance(exc, UpstreamError) else upstream_error(name, exc)
+            await self._reply_failure(send, ctx, decision, failure, started, scope)
+            return
         out = downstream_response_headers(response.raw_headers, self.via)
+        if status in NO_BODY_STATUS:  # a Content-Length there counts no byte of this message
+            out = [(name, value) for name, value in out if name != b"content-length"]
+        elif response.transfer_encoding is not None:  # codings the client still has to undo
+            out.append((b"transfer-encoding", response.transfer_encoding))
         out.extend(self._decision_headers(ctx, decision))
         error: str | None = None
         try:
             await send({"type": "http.response.start", "status": status, "headers": out})
-            if scope["method"] == "HEAD" or status in NO_BODY_STATUS:
-                await send({"type": "http.response.body", "body": b""})
-            elif response.content_length is not None and response.content_length <= 65536:
-                # a small body of known length: read it and send it in one message
-                await send({"type": "http.response.body", "body": await response.read()})
+            if body is not None:
+                await send({"type": "http.response.body", "body": body})
             else:
-                async for chunk in response.iter_any():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b""})
-        except OSError as exc:  # client went away, or the upstream broke mid-body
+                error = await self._stream_body(scope, send, ctx, decision, response)
+        except RuntimeError as exc:  # uvicorn refused what we relayed (its framing checks)
             error = "reset"
-            log.info("stream of %s aborted: %r", ctx.path, exc)
-        except Exception as exc:
-            error = "reset"
-            log.warning("stream of %s aborted: %r", ctx.path, exc)
-            raise
+            log.error("%s %s -> %s: the response could not be relayed: %r", scope["method"],
+                      ctx.path, decision.backend.value, exc)
+            _abort(scope)
         finally:
             response.release()
             await self._finish(scope, ctx, decision, status, started, error)
+
+    async def _stream_body(
+        self, scope: dict[str, Any], send: Any, ctx: RequestContext, decision: Decision,
+        response: Response,
+    ) -> str | None:
+        """Relay the body chunk by chunk. When the upstream breaks off, the response is
+        aborted and the error kind returned (the upstream's failure, in its metrics)."""
+        try:
+            async for chunk in response.iter_any():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except OSError as exc:  # the upstream's: uvicorn drops sends to a gone client silently
+            failure = upstream_error(decision.backend.value, exc)
+            log.warning("%s %s -> %s broke off the response: %s", scope["method"], ctx.path,
+                        decision.backend.value, failure)
+            _abort(scope)
+            return failure.kind
+        await send({"type": "http.response.body", "body": b""})
+        return None
 
     def _decision_headers(self, ctx: RequestContext, decision: Decision) -> list[
         tuple[bytes, bytes]
@@ -327,7 +400,7 @@ class ProxyApp:
             await self.rt.track_unit(funnel, ctx.unit, decision, status, signals)
         self.rt.observe(RequestOutcome(
             funnel=funnel.name if funnel is not None else "-",
-            country=ctx.country or "-",
+            country=self.recorded_country(ctx.country),
             unit=ctx.unit,
             backend=decision.backend,
             reason=decision.reason,
@@ -340,26 +413,41 @@ class ProxyApp:
         ))
 
 
-def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+def _body_framing(headers: list[tuple[bytes, bytes]]) -> tuple[bool, int | None]:
+    """Whether the request has a body (Content-Length > 0, or chunked), and its declared
+    length (framing_problem has refused the ambiguous cases)."""
     for name, value in headers:
+        if name == b"transfer-encoding":
+            return True, None
         if name == b"content-length":
             try:
-                return int(value)
+                length = int(value)
             except ValueError:
-                return None
-    return None
+                return True, None
+            return length > 0, length
+    return False, None
 
 
-def _request_body(
-    receive: Any, headers: list[tuple[bytes, bytes]], settings: ProxySettings,
-) -> RequestBody | None:
-    """A streaming body when the request has one (Content-Length > 0 or chunked), read
-    within the body timeouts."""
-    for name, value in headers:
-        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
-            timed = timed_receive(receive, settings.body_idle_timeout, settings.body_timeout)
-            return RequestBody(timed, settings.max_body_bytes)
-    return None
+def _read_first(scope: dict[str, Any], response: Response) -> bool:
+    """Whether the response body is read whole before the answer starts: none (HEAD, 204,
+    304), or small and of known length; else it streams."""
+    length = response.content_length
+    return scope["method"] == "HEAD" or response.status in NO_BODY_STATUS or (
+        length is not None and length <= SMALL_RESPONSE)
+
+
+def _named_countries(rules: RuleSet | None) -> frozenset[str]:
+    if rules is None:
+        return frozenset()
+    return frozenset(country for funnel in rules.funnels for rule in funnel.rules
+                     for country in rule.countries or ())
+
+
+def _abort(scope: dict[str, Any]) -> None:
+    """Close the client's connection mid-response (the server's ABORT extension)."""
+    abort = scope.get("extensions", {}).get(ABORT)
+    if abort is not None:
+        abort()
 
 
 def _failure_status(exc: UpstreamError) -> tuple[int, str, list[tuple[bytes, bytes]]]:

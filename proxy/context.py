@@ -8,7 +8,9 @@ from __future__ import annotations
 import posixpath
 import re
 import secrets
-from urllib.parse import quote
+from urllib.parse import quote, unquote
+
+import pycountry
 
 from control.decision import RequestContext
 from control.rules import Funnel, RuleSet
@@ -18,6 +20,11 @@ Headers = list[tuple[bytes, bytes]]
 _UNIT = re.compile(r"^[A-Za-z0-9_.:-]{8,128}$")
 _ENTITY_ROOTS = frozenset({"carts", "checkouts", "orders"})
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
+# A request target's path as the client may send it on: unreserved and sub-delimiter
+# characters and well-formed percent-escapes, no encoded slash (it would move a segment
+# boundary between what the decision saw and what the backend sees).
+_RAW_PATH = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%(?![2][fF])[0-9A-Fa-f]{2})*")
+ISO_COUNTRIES = frozenset(c.alpha_2 for c in pycountry.countries)
 
 
 def normalize_path(path: str) -> str:
@@ -40,6 +47,31 @@ def normalize_path(path: str) -> str:
 
 def quote_path(path: str) -> str:
     return quote(path, safe=_PATH_SAFE)
+
+
+def forward_path(raw_path: bytes | None, path: str, upstream_path: str) -> str:
+    """The path to send upstream for a request the decision saw as `upstream_path`.
+
+    `path` is the ASGI (decoded) path and `raw_path` the bytes the client sent. When those
+    bytes spell the path the decision was made on segment for segment (no `//`, no dot
+    segments, no `%2F`; the funnel prefix, if stripped, spelled out plainly), the client's
+    own escapes go upstream, as nginx does: `/carts/%ff` and `/carts/%fe` stay two
+    requests instead of both becoming `/carts/%EF%BF%BD`. Otherwise the normalised path
+    goes, re-encoded (`quote_path`), so `//`, `%2F` and `..` can never make the backend see
+    another path than the one that was routed.
+    """
+    if not raw_path or b"%" not in raw_path or not _RAW_PATH.fullmatch(raw_path) or (
+        normalize_path(path) != path
+    ):
+        return quote_path(upstream_path)
+    raw = raw_path.decode("ascii")
+    if upstream_path != path:  # a funnel prefix was stripped: whole segments of it
+        prefix = path[:len(path) - len(upstream_path)] if path.endswith(upstream_path) else path
+        raw_prefix = "/".join(raw.split("/")[:prefix.count("/") + 1])
+        if raw_prefix != prefix:
+            return quote_path(upstream_path)
+        raw = raw[len(raw_prefix):] or "/"
+    return raw if unquote(raw) == upstream_path else quote_path(upstream_path)
 
 
 def mint_unit() -> str:
@@ -91,8 +123,9 @@ _COUNTRY_CODES: dict[bytes, str | None] = {}  # raw header value -> code; a few 
 
 
 def _country_code(raw: bytes) -> str | None:
+    """An ISO 3166-1 alpha-2 code (any case, spaces around), else None (`QQ`, `XX`...)."""
     code: str | None = raw.decode("latin-1").strip().upper()
-    if not (code and len(code) == 2 and code.isalpha() and code.isascii()):
+    if code not in ISO_COUNTRIES:
         code = None
     if len(_COUNTRY_CODES) < 4096:
         _COUNTRY_CODES[raw] = code
@@ -132,8 +165,11 @@ def unit_of(rules: RuleSet | None, headers: Headers) -> str | None:
     return _unit(rules, headers, dict(headers))
 
 
-def extract_context(rules: RuleSet | None, path: str, headers: Headers) -> RequestContext:
-    """Everything the decision needs to know about one request."""
+def extract_context(
+    rules: RuleSet | None, path: str, headers: Headers, country_trusted: bool = True,
+) -> RequestContext:
+    """Everything the decision needs to know about one request. The country headers are
+    read only when `country_trusted` (the peer may set them: `ProxyApp.country_trusted`)."""
     path = normalize_path(path)
     fields = dict(headers)  # one pass in C; names are lower-case in ASGI
     unit = _unit(rules, headers, fields)
@@ -145,7 +181,7 @@ def extract_context(rules: RuleSet | None, path: str, headers: Headers) -> Reque
     funnel, upstream_path = _funnel(rules, fields, path)
     return RequestContext(
         funnel=funnel,
-        country=_country(rules, fields),
+        country=_country(rules, fields) if country_trusted else None,
         unit=unit,
         unit_minted=minted,
         entity_id=entity_id(upstream_path),

@@ -8,6 +8,10 @@ Error tree, mapped from proxy.h1client at this boundary:
     └── UpstreamBroken        sent, then the connection failed (502)
     BodyTooLarge              the client's body exceeded the limit (413)
     ClientGone                the client disconnected while sending its body
+
+`upstream_error` maps what proxy.h1client raises (on the request or, later, while the
+response body is read) onto the tree. Failures of the client (a slow or abandoned upload)
+are never an `UpstreamError`: they are not the backend's to answer for.
 """
 
 from __future__ import annotations
@@ -49,9 +53,14 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 class RequestBody:
     """The client's body as an async iterator over ASGI `receive`, with a size limit.
 
-    `started` tells whether any byte was handed to the upstream: until then a request can
-    be sent elsewhere.
+    `first` holds what was read ahead; with `more` False it is the whole body, held in
+    memory (`read_body`). `started` tells whether bytes streamed from the client were
+    handed to an upstream: until then the request can be sent elsewhere. A body held whole
+    never starts in that sense: it can be sent again (to legacy, when the core could not be
+    reached).
     """
+
+    __slots__ = ("first", "limit", "more", "receive", "size", "started")
 
     def __init__(self, receive: Receive, limit: int, first: bytes = b"", more: bool = True):
         self.receive = receive
@@ -62,7 +71,8 @@ class RequestBody:
         self.started = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        self.started = True
+        if self.more:
+            self.started = True
         if self.first:
             yield self.first
         while self.more:
@@ -76,6 +86,41 @@ class RequestBody:
                 raise BodyTooLarge()
             if chunk:
                 yield chunk
+
+
+async def read_body(
+    receive: Receive, limit: int, buffer_bytes: int, length: int | None,
+) -> RequestBody:
+    """The client's body, read before any upstream connection is taken when it fits in
+    `buffer_bytes` (a declared length, or a chunked body that ends within them): a slow
+    client then holds no pooled connection. A longer body streams on from what was read.
+    Raises BodyTooLarge, ClientGone (and what `receive` raises, e.g. a body timeout)."""
+    if length is not None and length > buffer_bytes:
+        return RequestBody(receive, limit)
+    parts: list[bytes] = []
+    size = 0
+    more = True
+    while more and size <= buffer_bytes:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = message.get("body", b"")
+        more = message.get("more_body", False)
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge()
+        if chunk:
+            parts.append(chunk)
+    return RequestBody(receive, limit, parts[0] if len(parts) == 1 else b"".join(parts), more)
+
+
+def upstream_error(name: str, exc: OSError) -> UpstreamError:
+    """What an h1client error means for backend `name`."""
+    if isinstance(exc, ConnectError):
+        return UpstreamUnreachable(f"{name}: {exc}")
+    if isinstance(exc, ReadTimeout):
+        return UpstreamTimeout(f"{name}: {exc}")
+    return UpstreamBroken(f"{name}: {exc}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,12 +158,8 @@ class Upstream:
         """Send the request; the caller must `release()` the response when done."""
         try:
             return await self.pool().request(method, self.base + path_qs, headers, body)
-        except ConnectError as exc:
-            raise UpstreamUnreachable(f"{self.config.name}: {exc}") from exc
-        except ReadTimeout as exc:
-            raise UpstreamTimeout(f"{self.config.name}: no response in time") from exc
-        except OSError as exc:
-            raise UpstreamBroken(f"{self.config.name}: {exc}") from exc
+        except OSError as exc:  # ConnectError, ReadTimeout, ConnectionBroken
+            raise upstream_error(self.config.name, exc) from exc
 
     async def close(self) -> None:
         if self._pool is not None:

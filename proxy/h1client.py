@@ -15,8 +15,15 @@ What it does:
   its Content-Length when the client sent one, chunked otherwise, with flow control;
 - the response head is parsed by llhttp; the body is buffered up to 256 KiB (then reading
   from the upstream pauses) and handed out with `read()` or `iter_any()`; 1xx interim
-  responses are skipped; HEAD, 204 and 304 have no body; a body without length ends with the
-  connection;
+  responses are skipped; HEAD, 204 and 304 have no body; a body without length, or whose
+  last transfer coding is not chunked, ends with the connection (RFC 9112 6.3);
+- a byte the upstream sends after a complete response (a stray body after a 204, 304 or
+  HEAD answer, a second response nobody asked for, junk) is never handed out: the
+  connection is closed, not pooled, and one line is logged. Only bytes that arrive once the
+  next request was sent cannot be told apart from its response;
+- a status outside 100-599, a status line that does not start with `HTTP/`, `chunked`
+  applied twice or not last: the response is refused (`ConnectionBroken`), as is everything
+  llhttp refuses; a response found broken before it was handed out raises at once;
 - a connect failure or timeout raises `ConnectError` (nothing was sent); no byte for
   `read_timeout` seconds raises `ReadTimeout`; a connection that breaks raises
   `ConnectionBroken`. A request on a reused connection that the server closed without
@@ -28,10 +35,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
+import re
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import httptools
+
+log = logging.getLogger("strangler.upstream")
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 BUFFER_HIGH = 256 * 1024  # buffered response bytes above which reading pauses
@@ -60,18 +71,29 @@ class _Stale(Exception):
     """A reused connection closed before any byte of the response: safe to retry."""
 
 
-class Response:
-    """One upstream response. The caller must call `release()` when done with it."""
+class _Stop(Exception):
+    """Raised in a parser callback to stop llhttp: the rest of the bytes is not parsed."""
 
-    __slots__ = ("_conn", "_released", "content_length", "raw_headers", "status")
+
+class Response:
+    """One upstream response. The caller must call `release()` when done with it.
+
+    `raw_headers` are the upstream's, as received. `transfer_encoding` names the transfer
+    codings applied to the body that this client did not undo (all but a final `chunked`,
+    e.g. `gzip`): the next hop's Transfer-Encoding must name them; None when there are none.
+    """
+
+    __slots__ = ("_conn", "_released", "content_length", "raw_headers", "status",
+                 "transfer_encoding")
 
     def __init__(self, conn: _Connection, status: int, raw_headers: list[tuple[bytes, bytes]],
-                 content_length: int | None) -> None:
+                 content_length: int | None, transfer_encoding: bytes | None = None) -> None:
         self._conn = conn
         self._released = False
         self.status = status
         self.raw_headers = raw_headers
         self.content_length = content_length
+        self.transfer_encoding = transfer_encoding
 
     async def read(self) -> bytes:
         """The whole body."""
@@ -120,11 +142,16 @@ class _Connection(asyncio.Protocol):
 
     def _reset(self) -> None:
         self.parser = httptools.HttpResponseParser(self)
+        # What follows a message is this client's to judge: llhttp must read a final
+        # response after a 1xx that says Connection: close, and hand any bytes after the
+        # final one to on_message_begin, which refuses them.
+        self.parser.set_dangerous_leniencies(lenient_keep_alive=True)
         self.head: asyncio.Future[Response] | None = None
         self.headers: list[tuple[bytes, bytes]] = []
         self.status = 0
         self.until_eof = False
         self.no_body = False
+        self.chunks_unasked = False
         self.got_bytes = False
         self.body: collections.deque[bytes] = collections.deque()
         self.buffered = 0
@@ -132,6 +159,7 @@ class _Connection(asyncio.Protocol):
         self.body_waiter: asyncio.Future[None] | None = None
         self.error: BaseException | None = None
         self.keep_alive = False
+        self.interim_close = False
         self.method_head = False
         self.reading_paused = False
         self.paused = False
@@ -147,17 +175,24 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_read = self.loop.time()
-        if not self.in_use:  # bytes nobody asked for: the connection cannot be trusted
-            self._close()
+        if not self.in_use or self.body_done:
+            self._discard("while idle" if not self.in_use else "after a complete response")
             return
-        self.got_bytes = True
-        if self.body_done:  # bytes after a complete response (e.g. after a HEAD answer)
-            self.keep_alive = False
-            return
+        if not self.got_bytes:
+            self.got_bytes = True
+            if not data.startswith(b"HTTP/") and not b"HTTP/".startswith(data):
+                # llhttp would also read an RTSP/ or ICE/ status line, or one after blank lines
+                self._fail(ConnectionBroken(f"the upstream did not answer HTTP: {data[:16]!r}"))
+                self._close()
+                return
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            self._fail(ConnectionBroken(f"invalid response from the upstream: {exc!r}"))
+            if self.body_done:  # llhttp stopped at bytes that follow the whole response
+                self._discard("after a complete response")
+                return
+            if self.error is None:
+                self._fail(ConnectionBroken(f"invalid response from the upstream: {exc!r}"))
             self._close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -187,6 +222,10 @@ class _Connection(asyncio.Protocol):
 
     # -- llhttp callbacks ---------------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.status:  # the final response is whole: a second one was not asked for
+            raise _Stop
+
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.status:  # a trailer: the head was handed out already
             return
@@ -196,32 +235,45 @@ class _Connection(asyncio.Protocol):
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:  # interim: the real answer follows
             self.headers = []
+            self.interim_close = self.interim_close or not self.parser.should_keep_alive()
             return
-        if status == 101:  # no upgrade was asked for (llhttp raises HttpParserUpgrade next)
-            self._fail(ConnectionBroken("the upstream switched protocols unasked (101)"))
-            return
+        if status == 101:  # no upgrade was asked for
+            self._refuse("the upstream switched protocols unasked (101)")
+        if status < 200 or status > 599:  # RFC 9110 15: three digits, 1xx to 5xx
+            self._refuse(f"the upstream answered an invalid status ({status})")
         self.status = status
         length: int | None = None
-        chunked = False
+        coded: bytes | None = None
         for name, value in self.headers:
             lower = name.lower()
-            if lower == b"content-length":
+            if lower == b"content-length":  # llhttp refuses it beside a Transfer-Encoding
                 length = int(value)
             elif lower == b"transfer-encoding":
-                chunked = True
+                coded = value if coded is None else coded + b"," + value
+        chunked = False
+        codings: bytes | None = None
+        if coded == b"chunked":  # what nearly every upstream sends
+            chunked = True
+        elif coded is not None:
+            try:
+                chunked, codings = transfer_codings(coded)
+            except ValueError as exc:
+                self._refuse(str(exc))
         self.no_body = self.method_head or status in (204, 304)
+        self.chunks_unasked = chunked and self.method_head  # llhttp waits for them
         self.until_eof = not self.no_body and not chunked and length is None
-        self.keep_alive = self.parser.should_keep_alive() and not self.until_eof
+        self.keep_alive = (self.parser.should_keep_alive() and not self.until_eof
+                           and not self.interim_close)
         head = self.head
         if head is not None and not head.done():
-            head.set_result(Response(self, status, self.headers, None if chunked else length))
+            head.set_result(Response(self, status, self.headers, length,
+                                     None if self.no_body else codings))
         if self.no_body:
             self._body_complete()
 
     def on_body(self, body: bytes) -> None:
-        if self.no_body:  # llhttp does not know the request was a HEAD: a misbehaving server
-            self.keep_alive = False
-            return
+        if self.no_body:  # llhttp does not know the request was a HEAD: bytes not asked for
+            raise _Stop
         self.body.append(body)
         self.buffered += len(body)
         if self.buffered > BUFFER_HIGH and not self.reading_paused and self.transport:
@@ -232,6 +284,8 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self.status == 0:  # the end of an interim 1xx response
             return
+        if self.chunks_unasked:  # a chunked body after a HEAD answer (even an empty one)
+            raise _Stop
         self.keep_alive = self.keep_alive and self.parser.should_keep_alive()
         self._body_complete()
 
@@ -245,13 +299,16 @@ class _Connection(asyncio.Protocol):
         self.head = self.loop.create_future()
         transport = self.transport
         assert transport is not None
-        self.last_read = self.loop.time()
-        self._arm_timer()
         if body is None:
             transport.write(head)
         else:
             await self._send_body(head, body, chunked)
-        return await self.head
+        self.last_read = self.loop.time()  # the read timeout counts from the last byte sent
+        self._arm_timer()
+        response = await self.head
+        if self.error is not None and not self.body_done:
+            raise self.error  # broken before a byte of it was used: no half response to send
+        return response
 
     async def _send_body(self, head: bytes, body: BodySource, chunked: bool) -> None:
         transport = self.transport
@@ -283,10 +340,17 @@ class _Connection(asyncio.Protocol):
             transport.write(b"".join(pending))
 
     async def _drain(self) -> None:
+        """Until the upstream reads what was written; an upstream that reads nothing for
+        `read_timeout` seconds is a ReadTimeout (a slow client is no upstream's fault)."""
         if self.closed:
             return
         self.write_waiter = self.loop.create_future()
-        await self.write_waiter
+        try:
+            async with asyncio.timeout(self.pool.read_timeout):
+                await self.write_waiter
+        except TimeoutError:
+            raise ReadTimeout(
+                f"the upstream read no request body for {self.pool.read_timeout} s") from None
 
     def take_body(self) -> bytes:
         if not self.body:
@@ -342,6 +406,23 @@ class _Connection(asyncio.Protocol):
         self.body_done = True
         self._cancel_timer()
         self._wake_body()
+
+    def _refuse(self, reason: str) -> NoReturn:
+        """Fail the exchange on a response llhttp accepted but this client does not, and stop
+        the parser."""
+        self._fail(ConnectionBroken(reason))
+        raise _Stop
+
+    def _discard(self, when: str) -> None:
+        """Bytes nobody asked for: the connection cannot be trusted to frame another response.
+        Closed (whatever is buffered of the response stays readable), logged once."""
+        self.keep_alive = False
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            pool = self.pool
+            log.warning("upstream %s:%d sent bytes %s: connection closed", pool.host,
+                        pool.port, when)
+            transport.close()
 
     def _fail(self, error: BaseException) -> None:
         self.error = error
@@ -548,6 +629,35 @@ class Pool:
                 waiter.set_exception(ConnectError("the pool is closed"))
         self._waiters.clear()
         await asyncio.sleep(0)  # let the transports close
+
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def transfer_codings(value: bytes) -> tuple[bool, bytes | None]:
+    """A response's Transfer-Encoding (its fields joined with commas) -> (chunked framing,
+    the codings left once a final `chunked` is undone, or None).
+
+    The body is chunked when the last element is `chunked`, as llhttp reads it: its
+    parser takes spaces after `chunked` for whitespace, not tabs. Otherwise the body ends
+    with the connection (RFC 9112 6.3). ValueError when `chunked` is applied twice, is not
+    last or has parameters (or a tab after it), when a coding is not a token, or when none
+    is named: then llhttp and this client could frame the body differently."""
+    if value.lstrip(b" \t").rstrip(b" ").lower() == b"chunked":
+        return True, None
+    items = value.split(b",")
+    chunked = items[-1].lstrip(b" \t").rstrip(b" ").lower() == b"chunked"
+    rest = [item.strip(b" \t") for item in (items[:-1] if chunked else items)]
+    rest = [item for item in rest if item]
+    for item in rest:
+        name = item.split(b";", 1)[0].rstrip(b" \t")
+        if name.lower() == b"chunked":
+            raise ValueError(f"chunked applied twice or not last: {value!r}")
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(f"invalid transfer coding: {value!r}")
+    if not chunked and not rest:
+        raise ValueError(f"no transfer coding named: {value!r}")
+    return chunked, b", ".join(rest) or None
 
 
 def _resolve(waiter: asyncio.Future[None] | None) -> bool:

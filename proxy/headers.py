@@ -32,28 +32,38 @@ def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes
 
 
 class TrustedProxies:
-    """Peers whose X-Forwarded-For is believed; everyone else's is replaced."""
+    """Peers whose X-Forwarded-For (and, by default, country headers) are believed; everyone
+    else's are replaced (or ignored)."""
+
+    _MAX_CACHED = 4096
 
     def __init__(self, entries: Iterable[str]) -> None:
         self.networks = tuple(ipaddress.ip_network(e, strict=False) for e in entries)
+        self._cache: dict[str, bool] = {}  # peer address -> trusted, bounded
 
     def trusts(self, peer: str | None) -> bool:
         if not self.networks or peer is None:
             return False
-        try:
-            address = ipaddress.ip_address(peer)
-        except ValueError:
-            return False
-        return any(address in network for network in self.networks)
+        trusted = self._cache.get(peer)
+        if trusted is None:
+            try:
+                address = ipaddress.ip_address(peer)
+            except ValueError:
+                return False
+            trusted = any(address in network for network in self.networks)
+            if len(self._cache) >= self._MAX_CACHED:
+                self._cache.clear()
+            self._cache[peer] = trusted
+        return trusted
 
 
 def upstream_request_headers(
-    headers: Headers, *, peer: str | None, scheme: str, via: bytes, trusted: TrustedProxies,
+    headers: Headers, *, peer: str | None, scheme: str, via: bytes, trust: bool,
     extra: Headers = (),  # type: ignore[assignment]
 ) -> list[tuple[str, str]]:
     """Headers for the upstream request: hop-by-hop, Host and decision headers removed,
-    X-Forwarded-For/Proto/Host and Via set."""
-    trust = trusted.trusts(peer)
+    X-Forwarded-For/Proto/Host and Via set; `trust`: the peer is a trusted proxy, whose
+    X-Forwarded-* are kept and extended."""
     drop = _REQUEST_DROP if trust else _REQUEST_DROP_UNTRUSTED
     tokens = connection_tokens(headers)  # static sets; a union only when Connection names some
     if tokens:

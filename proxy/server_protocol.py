@@ -15,7 +15,10 @@ and it merges chunked trailers into the request headers. This subclass adds:
   say) never reaches the app, and so never the upstream;
 - problem+json bodies for the errors the protocol answers itself, then a lingering close
   (the rest of the request is read and dropped for a moment, so that the client reads the
-  answer instead of a reset).
+  answer instead of a reset);
+- an ASGI extension, `scope["extensions"][ABORT]()`, for a response the app cannot
+  complete (its upstream broke off mid-body): the connection is closed so the client sees
+  a truncated response, and uvicorn logs nothing more (the app logged the cause).
 
 The limits come from the app (`http_limits` attribute, `HttpLimits`), so one protocol
 class, importable by name, serves any number of apps and uvicorn worker processes.
@@ -24,7 +27,9 @@ class, importable by name, serves any number of apps and uvicorn worker processe
 from __future__ import annotations
 
 import asyncio
+import weakref
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import (
@@ -68,6 +73,7 @@ def raw_problem(status: int, slug: str, detail: str) -> bytes:
 
 
 LINGER_SECONDS = 1.0
+ABORT = "strangler.abort"
 
 
 class CoalescingTransport:
@@ -116,6 +122,17 @@ class CoalescingTransport:
         return getattr(self._t, name)
 
 
+def _abort(ref: weakref.ref[RequestResponseCycle]) -> None:
+    """End a started response that cannot be completed: close the connection (after what
+    was written), and mark the cycle so that uvicorn neither writes nor logs more."""
+    cycle = ref()
+    if cycle is None or cycle.response_complete or cycle.disconnected:
+        return
+    cycle.disconnected = True
+    cycle.message_event.set()
+    cycle.transport.close()
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -161,6 +178,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 super()._start_asgi_task(cycle, app)
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        extensions: dict[str, Any] = cycle.scope.setdefault("extensions", {})
+        # a weak reference: the scope must not keep its cycle alive (a reference cycle per
+        # request would leave every request's objects to the garbage collector)
+        extensions[ABORT] = partial(_abort, weakref.ref(cycle))
         if self._feeding:  # started once the whole packet parsed cleanly
             self._pending.append((cycle, app))
         else:

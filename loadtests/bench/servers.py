@@ -184,8 +184,10 @@ def start_full(procs: Processes, upstream: str, name: str = "full",
            "--port", str(port), "--db-path", str(data / "strangler.sqlite3")]
     if redis_url is not None:
         cmd += ["--redis-url", redis_url, "--workers", str(workers)]
-    child = procs.start(name, cmd, env={"STRANGLER_LOG_LEVEL": "warning"}, cwd=tree,
-                        proxy=True)
+    # the load generator plays a CDN's customers: X-Country from loopback is believed
+    child = procs.start(name, cmd, env={"STRANGLER_LOG_LEVEL": "warning",
+                                        "STRANGLER_TRUST_COUNTRY_HEADERS": "always"},
+                        cwd=tree, proxy=True)
     wait_ready(child, port, "/_strangler/healthz")
     sample = _probe_funnel(child, name, port)
     where = "" if tree == REPO else f"code from {tree}: "

@@ -74,10 +74,12 @@ def strangler_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
         if port < 65000:
             break
     log = open(data_dir / "up.log", "wb")  # noqa: SIM115
+    # the tests' X-Country comes from loopback, as a CDN's would (docs/reliability.md, Trust)
+    env = {**os.environ, "STRANGLER_TRUST_COUNTRY_HEADERS": "always"}
     proc = subprocess.Popen(
         [*strangler_cmd(), "up", "--port", str(port), "--data-dir", str(data_dir),
          "--rules", str(rules_file), "--legacy-latency-ms", "5"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+        stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env,
     )
     url = f"http://127.0.0.1:{port}"
     try:

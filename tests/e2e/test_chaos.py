@@ -47,7 +47,7 @@ from tests.support.processes import (
     strangler_serve,
     wait_until,
 )
-from tests.support.servers import free_port, serve
+from tests.support.servers import reserved_port, serve
 
 pytestmark = pytest.mark.e2e
 
@@ -184,13 +184,15 @@ class Stack:
     exits: list[tuple[str, int | None]] = field(default_factory=list)
 
     @contextmanager
-    def core(self, **env: str) -> Iterator[Process]:
+    def core(self, may_exit: bool = False, **env: str) -> Iterator[Process]:
+        """A life of the core; with `may_exit`, one that may reach its crash point (under
+        the customers' load) before it was seen ready."""
         with backend_process("tests.support.crashing_core", self.tmp, port=self.core_port,
                              env={**CORE_ENV, "CHECKOUT_CORE_DB_PATH": str(self.db),
                                   "CHECKOUT_CORE_GATEWAY_LEDGER_PATH": str(self.gateway_ledger),
                                   "CHECKOUT_CORE_DOWNSTREAM_URL": self.downstream_url,
                                   "CHECKOUT_CORE_CRASH_REPORT": str(self.report), **env},
-                             ready="/readyz") as process:
+                             ready="/readyz", may_exit=may_exit) as process:
             yield process
 
     @contextmanager
@@ -235,9 +237,9 @@ def settled(stack: Stack) -> bool:
 
 def crash_at(point: str) -> Callable[[Stack, random.Random], None]:
     def event(stack: Stack, rng: random.Random) -> None:
-        with stack.core(CHECKOUT_CORE_CRASH_AT=point,
+        with stack.core(may_exit=True, CHECKOUT_CORE_CRASH_AT=point,
                         CHECKOUT_CORE_CRASH_AFTER=str(rng.randint(2, 6))) as core:
-            wait_until(lambda: core.proc.poll() is not None, 20, f"the crash {point}")
+            wait_until(lambda: core.proc.poll() is not None, 30, f"the crash {point}")
             stack.exits.append((point, core.proc.returncode))
             if point == "after_commit":  # committed, never published: prove the crash point
                 order_id = stack.crashes()[-1]["order_id"]
@@ -304,8 +306,10 @@ def test_every_order_reaches_the_downstream_exactly_once_through_crashes(
         legacy = es.enter_context(backend_process("legacy_stub", tmp_path, env={
             "LEGACY_STUB_LATENCY_MS": "0", "LEGACY_STUB_LATENCY_JITTER_MS": "0",
             "LEGACY_STUB_DECLINE_RATE": "0"}))
-        core_port = free_port()
-        stack = Stack(tmp_path, core_port, free_port(), f"http://127.0.0.1:{core_port}",
+        # every life of the core, and of the proxy, on the same port: reserved for the test
+        core_port = es.enter_context(reserved_port())
+        stack = Stack(tmp_path, core_port, es.enter_context(reserved_port()),
+                      f"http://127.0.0.1:{core_port}",
                       legacy.url, rules, state, downstream.url, tmp_path / "core.sqlite3",
                       tmp_path / "gateway.sqlite3", tmp_path / "crashes.jsonl")
         proxy = es.enter_context(ExitStack())

@@ -3,13 +3,12 @@
 
 Needs Debian's `chromium` and `chromium-driver` and the `selenium` package (the `test`
 extra); `.ci/run` installs them. Without them the browser test is skipped, except under
-CI=true, where it fails.
+CI (tests.support.ci), where it fails.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import threading
@@ -26,6 +25,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import REPO, strangler_cmd
+from tests.support.ci import skip_or_fail
 from tests.support.processes import clean_env, http_ok, stop, wait_until
 from tests.support.servers import free_port
 
@@ -195,9 +195,7 @@ def _missing_browser() -> str | None:
 def browser(tmp_path: Path) -> Iterator[Any]:
     missing = _missing_browser()
     if missing is not None:
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(f"CI must run the dashboard's browser test: {missing}")
-        pytest.skip(f"no headless browser: {missing}")
+        skip_or_fail(f"no headless browser for the dashboard's test: {missing}")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

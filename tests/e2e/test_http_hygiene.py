@@ -191,7 +191,7 @@ def test_crlf_in_the_url_is_forwarded_percent_encoded_never_as_a_header(edge: Ed
     assert status_of(response) == 200
     arrived = (edge.core.arrived + edge.legacy.arrived)[-1]
     assert "x-injected" not in [name for name, _ in arrived["headers"]]
-    assert arrived["raw_path"] == "/carts/x%0D%0AX-Injected:%20yes"
+    assert arrived["raw_path"] == "/carts/x%0d%0aX-Injected:%20yes"  # as the client sent it
 
 
 # -- sizes ----------------------------------------------------------------------------------
@@ -374,6 +374,34 @@ def test_paths_are_normalised_once_for_matching_and_for_forwarding(
     assert arrived["path"] == forwarded
     assert unquote(arrived["raw_path"]) == forwarded  # the bytes on the wire say the same
     assert "%2f" not in arrived["raw_path"].lower() and "/." not in arrived["raw_path"]
+
+
+ESCAPES = [
+    # (request target, backend, what the backend receives: the client's own bytes)
+    ("/carts/%ff", "legacy", "/carts/%ff"),
+    ("/carts/%fe", "legacy", "/carts/%fe"),
+    ("/carts/%c0%ae", "legacy", "/carts/%c0%ae"),
+    ("/carts/%C0%AE/items", "legacy", "/carts/%C0%AE/items"),
+    ("/carts/caf%C3%A9%20x", "legacy", "/carts/caf%C3%A9%20x"),
+    ("/warranties/carts/%ff", "legacy", "/carts/%ff"),  # the funnel prefix stripped
+    ("/warranties/carts/co_cart_%ff/items", "core", "/carts/co_cart_%ff/items"),  # OWNER
+]
+
+
+@pytest.mark.parametrize(("target", "backend", "forwarded"), ESCAPES,
+                         ids=[e[0] for e in ESCAPES])
+def test_percent_escapes_reach_the_backend_as_the_client_sent_them(
+    edge: Edge, target: str, backend: str, forwarded: str,
+) -> None:
+    """Before: the decoded path was re-encoded, and every invalid escape became U+FFFD:
+    `/carts/%ff`, `/carts/%fe` and `/carts/%c0%ae` all reached the backend as
+    `/carts/%EF%BF%BD`, three requests made one."""
+    response, _ = raw_exchange(edge.proxy.port, request(
+        f"GET {target} HTTP/1.1|Host: x|X-Country: IE|Connection: close"))
+    assert status_of(response) == 200, response[:300]
+    arrived = (edge.core if backend == "core" else edge.legacy).arrived[-1]
+    assert arrived["raw_path"] == forwarded
+    assert arrived["path"] == unquote(forwarded)  # decoded, it is the path that was routed
 
 
 def test_the_listener_keeps_serving_after_every_attack(edge: Edge) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import time
 import uuid
@@ -29,6 +30,14 @@ def eventually(check, within: float = 1.0) -> None:
     while not check():
         assert time.monotonic() - started < within, f"not within {within}s"
         time.sleep(0.02)
+
+
+def reload_failures(url: str) -> float:
+    """strangler_rules_reload_failures_total: rules files (or versions) refused so far."""
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith("strangler_rules_reload_failures_total "):
+            return float(line.split()[1])
+    return 0.0
 
 
 def test_a_whole_checkout_stays_on_one_backend(strangler_up: Up):
@@ -126,12 +135,14 @@ def test_hot_reload_and_bad_yaml(strangler_up: Up):
             "        percent: 50\n", "        percent: 100\n", 1))
         eventually(lambda: share_core() == 1.0)
         # a broken edit is rejected; the last good rules keep serving
+        failures = reload_failures(strangler_up.url)
         strangler_up.rules_file.write_text(original.replace("percent: 50", "percent: 500"))
         result = strangler_up.cli("rules", "validate", str(strangler_up.rules_file), check=False)
         assert result.returncode == 1
         assert f"{strangler_up.rules_file}:" in result.stderr.replace("\n", "")
         assert "percent" in result.stderr
-        time.sleep(0.6)
+        # the proof that the watcher read the broken file before we look: its refusal counted
+        eventually(lambda: reload_failures(strangler_up.url) > failures, within=10)
         assert share_core() == 1.0
     finally:
         strangler_up.rules_file.write_text(original)
@@ -159,7 +170,8 @@ def test_serve_fails_over_to_legacy_when_the_core_is_down(strangler_up: Up, tmp_
         *strangler_cmd(), "serve", "--port", str(port), "--core-url",
         f"http://127.0.0.1:{free_port()}", "--legacy-url", legacy_url,
         "--rules", str(strangler_up.rules_file), "--db-path", str(tmp_path / "s.sqlite3"),
-    ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "STRANGLER_TRUST_COUNTRY_HEADERS": "always"})  # as a CDN's
     try:
         wait_healthy(f"http://127.0.0.1:{port}/_strangler/healthz", proc)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:

@@ -28,6 +28,11 @@ funnels:
 """
 
 
+# The tests play a CDN's customers: their X-Country comes from loopback, as a CDN's would
+# (the proxy's own default believes it only from STRANGLER_TRUSTED_PROXIES).
+TEST_DEFAULTS: dict[str, Any] = {"trust_country_headers": "always"}
+
+
 class Stack:
     def __init__(self, core: ServerThread | None, legacy: ServerThread, proxy: ServerThread,
                  core_app: EchoBackend, legacy_app: EchoBackend, rules_file: Path,
@@ -61,7 +66,7 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
                 core_url=core_url or (core.url if core else f"http://127.0.0.1:{free_port()}"),
                 legacy_url=legacy.url, rules_file=str(rules_file),
                 db_path=str(tmp_path / "control.sqlite3"), redis_url=redis_url,
-                poll_interval=0.1, **{"forward_path_prefixes": [], **overrides},
+                poll_interval=0.1, **{"forward_path_prefixes": [], **TEST_DEFAULTS, **overrides},
             )
             app = create_app(settings)
             proxy = stack.enter_context(serve(app, **UVICORN_OPTIONS))

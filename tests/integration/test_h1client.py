@@ -21,6 +21,7 @@ from proxy.h1client import (
     ReadTimeout,
     Response,
     parse_origin,
+    transfer_codings,
 )
 
 # -- a scripted server -------------------------------------------------------------------------
@@ -437,6 +438,146 @@ async def test_trailers_do_not_change_the_headers(net: Net) -> None:
     response, body = await fetch(pool)
     assert body == b"abc"
     assert response.raw_headers == [(b"Transfer-Encoding", b"chunked")]
+
+
+# -- what the upstream should not have sent -----------------------------------------------------
+
+
+def discarded(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "strangler.upstream"]
+
+
+@pytest.mark.parametrize("extra", [reply(b"<script>evil</script>!"), b"<script>evil</script>!"],
+                         ids=["response", "junk"])
+@pytest.mark.parametrize("first", [
+    reply(b'{"a":1}'),
+    reply(length=False, headers=[("Transfer-Encoding", "chunked")]) + b'7\r\n{"a":1}\r\n0\r\n\r\n',
+], ids=["length", "chunked"])
+async def test_bytes_after_a_complete_response_in_the_same_packet_are_never_handed_out(
+    net: Net, caplog: pytest.LogCaptureFixture, first: bytes, extra: bytes,
+) -> None:
+    server = await net.server(answering(
+        lambda r: first + extra if r.target == "/" else reply(b"ok")))
+    pool = net.pool(server.port)
+
+    with caplog.at_level(logging.WARNING, logger="strangler.upstream"):
+        response, body = await fetch(pool)
+        assert (response.status, body) == (200, b'{"a":1}')
+        assert pool.idle_connections == 0  # closed, not pooled
+        _, body = await fetch(pool, target="/next")
+    assert body == b"ok"
+    assert [r.conn for r in server.requests] == [0, 1]
+    assert len(discarded(caplog)) == 1
+    assert "after a complete response" in discarded(caplog)[0]
+
+
+@pytest.mark.parametrize("stray", [b"0\r\n\r\n", b"0\r\nX-Trailer: 1\r\n\r\n",
+                                   b"5\r\nhello\r\n0\r\n\r\n"], ids=["empty", "trailer", "data"])
+async def test_a_chunked_body_after_a_head_answer_is_not_asked_for(
+    net: Net, caplog: pytest.LogCaptureFixture, stray: bytes,
+) -> None:
+    # llhttp does not know the request was a HEAD: it reads those chunks as the body
+    chunked = reply(length=False, headers=[("Transfer-Encoding", "chunked")])
+    server = await net.server(answering(lambda r: chunked + stray if r.method == "HEAD"
+                                        else reply(b"ok")))
+    pool = net.pool(server.port)
+
+    with caplog.at_level(logging.WARNING, logger="strangler.upstream"):
+        response, body = await fetch(pool, "HEAD")
+        assert (response.status, body) == (200, b"")
+        assert (await fetch(pool))[1] == b"ok"
+    assert [r.conn for r in server.requests] == [0, 1]
+    assert len(discarded(caplog)) == 1
+
+
+async def test_bytes_while_the_connection_is_idle_close_it(
+    net: Net, caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def handler(conn: Conn) -> None:
+        while await conn.read_request() is not None:
+            conn.send(reply(b"ok"))
+            if conn.index == 0:
+                await conn.flush()
+                await asyncio.sleep(0.05)
+                conn.send(b"HTTP/1.1 408 Request Timeout\r\n\r\n")  # unasked
+
+    server = await net.server(handler)
+    pool = net.pool(server.port)
+
+    with caplog.at_level(logging.WARNING, logger="strangler.upstream"):
+        assert (await fetch(pool))[1] == b"ok"
+        await eventually(lambda: pool.open_connections == 0)
+        assert (await fetch(pool))[1] == b"ok"
+    assert server.accepted == 2
+    assert len(discarded(caplog)) == 1
+
+
+@pytest.mark.parametrize("status", [b"099", b"600", b"999"])
+async def test_a_status_outside_100_to_599_is_refused(net: Net, status: bytes) -> None:
+    server = await net.server(answering(b"HTTP/1.1 %b Odd\r\nContent-Length: 2\r\n\r\nok" % status))
+    pool = net.pool(server.port)
+
+    with pytest.raises(ConnectionBroken, match="status"):
+        await pool.request("GET", "/", [])
+    assert pool.open_connections == 0
+
+
+async def test_a_response_broken_before_it_is_handed_out_is_refused_whole(net: Net) -> None:
+    # head and a bad chunk in one packet: the caller gets the error, not a head to relay
+    server = await net.server(answering(
+        reply(length=False, headers=[("Transfer-Encoding", "chunked")]) + b"zz\r\nab\r\n"))
+    pool = net.pool(server.port)
+
+    with pytest.raises(ConnectionBroken, match="invalid response"):
+        await pool.request("GET", "/", [])
+    assert pool.open_connections == 0
+
+
+async def test_a_transfer_coding_other_than_chunked_is_read_to_the_close(net: Net) -> None:
+    async def handler(conn: Conn) -> None:
+        await conn.read_request()
+        conn.send(reply(length=False, headers=[("Transfer-Encoding", "gzip")]) + b"\x1f\x8b")
+        await conn.flush()
+        await asyncio.sleep(0.02)
+        conn.send(b"rest of it")
+        # returning closes the connection: the end of the body
+
+    server = await net.server(handler)
+    pool = net.pool(server.port)
+
+    response = await pool.request("GET", "/", [])
+    assert (response.content_length, response.transfer_encoding) == (None, b"gzip")
+    assert response.raw_headers == [(b"Transfer-Encoding", b"gzip")]
+    assert await response.read() == b"\x1f\x8brest of it"
+    response.release()
+    assert pool.open_connections == 0
+
+
+@pytest.mark.parametrize(("value", "framing"), [
+    (b"chunked", (True, None)),
+    (b"Chunked ", (True, None)),
+    (b"gzip, chunked", (True, b"gzip")),
+    (b"gzip,chunked", (True, b"gzip")),
+    (b"gzip,,chunked", (True, b"gzip")),  # empty list elements are ignored (RFC 9110 5.6.1)
+    (b",chunked", (True, None)),
+    (b"gzip", (False, b"gzip")),
+    (b"gzip, br", (False, b"gzip, br")),
+    (b"x-custom;level=1", (False, b"x-custom;level=1")),
+    (b"chunked, gzip", ValueError),  # chunked must be last (RFC 9112 6.1)
+    (b"gzip, chunked,", ValueError),  # llhttp reads the last element, "": chunked is not last
+    (b"chunked, chunked", ValueError),  # and applied once
+    (b"chunked;q=1", ValueError),
+    (b"chunked\t", ValueError),  # llhttp does not take that tab for whitespace: not chunked
+    (b"gzip,\tchunked ", (True, b"gzip")),
+    (b'"chunked"', ValueError),
+    (b",", ValueError),
+])
+def test_transfer_codings(value: bytes, framing: tuple[bool, bytes | None] | type) -> None:
+    if framing is ValueError:
+        with pytest.raises(ValueError):
+            transfer_codings(value)
+    else:
+        assert transfer_codings(value) == framing
 
 
 # -- retries and errors ------------------------------------------------------------------------

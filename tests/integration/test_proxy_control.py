@@ -68,7 +68,9 @@ def test_editing_the_rules_file_takes_effect_within_a_second(make_stack):
 def test_an_invalid_rules_file_is_rejected_and_the_last_good_rules_keep_serving(make_stack):
     stack = make_stack()
     stack.rules_file.write_text(RULES.replace("percent: 100", "percent: 900"))
-    time.sleep(0.5)
+    # the proof that the watcher read the broken file before we look: its refusal counted
+    eventually(lambda: "strangler_rules_reload_failures_total 1.0" in httpx.get(
+        stack.url + "/metrics").text, within=10)
     r = httpx.post(stack.url + "/carts", headers={**IE, "X-Checkout-Session": "fresh-unit-3"})
     assert r.headers["x-checkout-backend"] == "core"
     assert r.headers["x-checkout-decision"].endswith("rules=1")

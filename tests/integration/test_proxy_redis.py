@@ -12,10 +12,14 @@ import pytest
 
 from control import operations as control
 from control.store.redis_store import RedisControlStore
+from proxy.app import ProxyApp
 from proxy.config import ProxySettings
 from proxy.main import UVICORN_OPTIONS, create_app
-from tests.integration.conftest import RULES
+from proxy.runtime import ProxyRuntime
+from proxy.sticky_redis import RedisSticky
+from tests.integration.conftest import RULES, TEST_DEFAULTS
 from tests.support.backends import EchoBackend
+from tests.support.processes import wait_until
 from tests.support.redis_server import own_redis_server
 from tests.support.servers import serve
 
@@ -37,8 +41,13 @@ def replicas(redis_clean_url, tmp_path):
             settings = ProxySettings(
                 core_url=core.url, legacy_url=legacy.url, redis_url=redis_clean_url,
                 db_path=str(tmp_path / f"unused-{i}.sqlite3"), poll_interval=1.0,
+                **TEST_DEFAULTS,
             )
-            urls.append(stack.enter_context(serve(create_app(settings), **UVICORN_OPTIONS)).url)
+            # a generous bound on sticky reads: stickiness across replicas is the subject
+            # here, not the 50 ms bound (which a busy machine overruns)
+            sticky = RedisSticky(redis_clean_url, settings.sticky_max_units, timeout=2.0)
+            app = ProxyApp(ProxyRuntime(settings, sticky=sticky))
+            urls.append(stack.enter_context(serve(app, **UVICORN_OPTIONS)).url)
         yield store, urls
     store.close()
 
@@ -70,7 +79,8 @@ def test_a_unit_in_flight_keeps_its_backend_on_every_replica(replicas):
     assert in_core
     text, _ = control.ramp_text(RULES, "warranties", None, Decimal(0))
     control.apply_rules_text(store, text, source="t", actor="t", reason="ramp down")
-    time.sleep(0.5)
+    wait_until(lambda: httpx.get(urls[1] + "/_strangler/healthz").json()["rules_version"]
+               == "2", 10, "the ramp to reach the replica")
     for unit in in_core:
         r = backend(urls[1], FR, unit)
         assert r.headers["x-checkout-backend"] == "core"
@@ -85,13 +95,15 @@ def test_replicas_keep_routing_on_the_last_state_when_redis_dies(tmp_path):
         store.close()
         with serve(EchoBackend("core")) as core, serve(EchoBackend("legacy")) as legacy:
             settings = ProxySettings(core_url=core.url, legacy_url=legacy.url, redis_url=url,
-                                     poll_interval=0.1, db_path=str(tmp_path / "x.sqlite3"))
+                                     poll_interval=0.1, db_path=str(tmp_path / "x.sqlite3"),
+                                     **TEST_DEFAULTS)
             with serve(create_app(settings), **UVICORN_OPTIONS) as proxy:
                 assert backend(proxy.url, IE).headers["x-checkout-backend"] == "legacy"
                 assert backend(proxy.url, {**IE, "X-Checkout-Funnel": "none"}).status_code == 201
                 redis_proc.kill()
                 redis_proc.wait(5)
-                time.sleep(0.5)
+                wait_until(lambda: httpx.get(proxy.url + "/_strangler/healthz").status_code
+                           == 503, 10, "the proxy to notice")
                 health = httpx.get(proxy.url + "/_strangler/healthz")
                 assert health.status_code == 503 and health.json()["status"] == "degraded"
                 r = backend(proxy.url, IE)

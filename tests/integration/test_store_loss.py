@@ -26,7 +26,7 @@ from control.watcher import ControlWatcher
 from proxy.config import ProxySettings
 from proxy.main import UVICORN_OPTIONS, create_app
 from proxy.metrics import ProxyMetrics
-from tests.integration.conftest import RULES
+from tests.integration.conftest import RULES, TEST_DEFAULTS
 from tests.support.backends import EchoBackend
 from tests.support.servers import ServerThread, serve
 
@@ -67,7 +67,7 @@ def proxies(tmp: Path, n: int, **settings: Any) -> Iterator[list[ServerThread]]:
             config = {"db_path": str(home / "control.sqlite3"), **settings}
             app = create_app(ProxySettings(
                 core_url=core.url, legacy_url=legacy.url, poll_interval=0.1,
-                forward_path_prefixes=[], **config))
+                forward_path_prefixes=[], **{**TEST_DEFAULTS, **config}))
             servers.append(stack.enter_context(serve(app, **UVICORN_OPTIONS)))
         yield servers
 

@@ -9,7 +9,6 @@ to the core: traffic could disable the kill switch.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from proxy.config import ProxySettings
 from proxy.main import UVICORN_OPTIONS, create_app
 from tests.integration.conftest import RULES
 from tests.support.backends import EchoBackend
+from tests.support.ci import skip_or_fail
 from tests.support.processes import REPO, clean_env, strangler_cmd
 from tests.support.servers import free_port, serve
 
@@ -55,9 +55,7 @@ def redis_server(*args: str) -> Iterator[str]:
     """A redis-server of this test's own on a free port (no persistence); its URL."""
     binary = shutil.which("redis-server")
     if binary is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("redis-server is required under CI=true")
-        pytest.skip("no redis-server binary")
+        skip_or_fail("no redis-server binary")
     port = free_port()
     with tempfile.TemporaryDirectory() as workdir:
         proc = subprocess.Popen(

@@ -12,9 +12,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import redis
 
+from tests.support.ci import skip_or_fail
 from tests.support.servers import free_port
 
 
@@ -104,7 +104,7 @@ class RedisProcess:
     def __init__(self, workdir: Path, persistent: bool = True) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            pytest.skip("no redis-server binary")
+            skip_or_fail("no redis-server binary")
         self.binary = binary
         self.workdir = workdir
         self.persistent = persistent

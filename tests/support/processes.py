@@ -1,7 +1,8 @@
 """Real processes for end-to-end tests: `strangler serve`, the core, the legacy stub.
 
-Every process gets free loopback ports, a log file, and is stopped (SIGTERM, then SIGKILL)
-when its block ends.
+Every process gets a loopback port reserved for it (`PortReservation`: nobody else can take
+it while the block runs), a log file, and is stopped (SIGTERM, then SIGKILL) when its block
+ends. A test that restarts a process on the same port holds the reservation itself.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import httpx
 
 from tests.support.backends import EchoBackend
-from tests.support.servers import free_port
+from tests.support.servers import PortReservation
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -103,15 +104,18 @@ def strangler_serve(
     env: dict[str, str] | None = None, admin_port: int | None = None,
     admin_token: str | None = None, port: int | None = None,
 ) -> Iterator[ProxyProcess]:
-    """`strangler serve` as an operator runs it, on a free port."""
-    port = port or free_port()
+    """`strangler serve` as an operator runs it, on `port` or a port reserved for it."""
+    reservation = PortReservation() if port is None else None
+    port = port or reservation.port  # type: ignore[union-attr]
     args = [*strangler_cmd(), "serve", "--core-url", core_url, "--legacy-url", legacy_url,
             "--port", str(port), "--db-path", str(tmp / f"control-{port}.sqlite3")]
     if rules_file is not None:
         args += ["--rules", str(rules_file)]
     if admin_port is not None:
         args += ["--admin-port", str(admin_port)]
-    extra = {"STRANGLER_LOG_LEVEL": "warning", **(env or {})}
+    # the tests' X-Country comes from loopback, as a CDN's would (docs/reliability.md, Trust)
+    extra = {"STRANGLER_LOG_LEVEL": "warning", "STRANGLER_TRUST_COUNTRY_HEADERS": "always",
+             **(env or {})}
     if admin_token:
         extra["STRANGLER_ADMIN_TOKEN"] = admin_token
     proc = spawn(args, clean_env(**extra), tmp / f"serve-{port}.log")
@@ -124,25 +128,33 @@ def strangler_serve(
         yield served
     finally:
         stop(proc)
+        if reservation is not None:
+            reservation.close()
 
 
 @contextmanager
 def backend_process(
     module: str, tmp: Path, env: dict[str, str] | None = None, port: int | None = None,
-    args: list[str] | None = None, ready: str = "/healthz",
+    args: list[str] | None = None, ready: str = "/healthz", may_exit: bool = False,
 ) -> Iterator[Process]:
-    """`python -m MODULE --host 127.0.0.1 --port P` (the core, the legacy stub, ...)."""
-    port = port or free_port()
+    """`python -m MODULE --host 127.0.0.1 --port P` (the core, the legacy stub, ...), once
+    it answers `ready`. With `may_exit`, a process that exits first is handed over too:
+    its exit is what the test waits for (a crash point it may reach before it looked
+    ready)."""
+    reservation = PortReservation() if port is None else None
+    port = port or reservation.port  # type: ignore[union-attr]
     log = tmp / f"{module.rsplit('.', 1)[-1]}-{port}.log"
     proc = spawn([sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port),
                   *(args or [])], clean_env(**(env or {})), log)
     served = Process(proc, port, log)
     try:
         wait_until(lambda: proc.poll() is not None or http_ok(served.url + ready), 30, module)
-        assert proc.poll() is None, f"{module} exited:\n{served.log_text()}"
+        assert may_exit or proc.poll() is None, f"{module} exited:\n{served.log_text()}"
         yield served
     finally:
         stop(proc)
+        if reservation is not None:
+            reservation.close()
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """A real Redis for tests: REDIS_URL, else a redis-server started on a free port.
 
-Only when neither exists may a test skip, and under CI=true it fails instead.
+Only when neither exists may a test skip, and under CI it fails instead
+(`tests.support.ci.skip_or_fail`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 import pytest
 import redis
 
+from tests.support.ci import skip_or_fail
 from tests.support.servers import free_port
 
 
@@ -30,19 +32,12 @@ def _ping(url: str) -> bool:
         return False
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"Redis is required under CI=true: {reason}")
-    pytest.skip(reason)
-
-
 @contextmanager
 def own_redis_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A redis-server of this test's own, on a free port: (url, process)."""
     binary = shutil.which("redis-server")
     if binary is None:
-        _unavailable("no redis-server binary")
-        return
+        skip_or_fail("no redis-server binary")
     port = free_port()
     with tempfile.TemporaryDirectory() as workdir:
         proc = subprocess.Popen(
@@ -69,7 +64,7 @@ def redis_url() -> Iterator[str]:
     url = os.environ.get("REDIS_URL")
     if url:
         if not _ping(url):
-            _unavailable(f"REDIS_URL={url} does not answer")
+            skip_or_fail(f"REDIS_URL={url} does not answer")
         yield url
         return
     with own_redis_server() as (own_url, _):

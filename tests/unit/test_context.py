@@ -3,7 +3,14 @@ from __future__ import annotations
 import pytest
 
 from control.rules_loader import load_rules_text
-from proxy.context import entity_id, extract_context, normalize_path, quote_path, unit_of
+from proxy.context import (
+    entity_id,
+    extract_context,
+    forward_path,
+    normalize_path,
+    quote_path,
+    unit_of,
+)
 
 RULES = load_rules_text("""\
 context:
@@ -58,10 +65,42 @@ def test_funnel_by_header_or_longest_path_prefix(path, headers, funnel, upstream
     ([(b"x-country", b"FR"), (b"cf-ipcountry", b"DE")], "FR"),
     ([(b"x-country", b"XYZ")], None),
     ([(b"x-country", b"1A")], None),
+    ([(b"x-country", b"QQ")], None),  # two letters, but no ISO 3166-1 country
+    ([(b"x-country", b"XX"), (b"cf-ipcountry", b"PT")], "PT"),  # Cloudflare's "unknown"
+    ([(b"x-country", b" se ")], "SE"),
     ([], None),
 ])
 def test_country_from_the_first_configured_header(headers, country):
     assert extract_context(RULES, "/carts", headers).country == country
+
+
+def test_country_headers_of_an_untrusted_peer_are_ignored():
+    ctx = extract_context(RULES, "/carts", [(b"x-country", b"IE")], country_trusted=False)
+    assert ctx.country is None
+
+
+@pytest.mark.parametrize(("raw", "upstream", "forwarded"), [
+    (b"/carts/%ff", "/carts/\ufffd", "/carts/%ff"),  # the client's bytes, not U+FFFD
+    (b"/carts/%c0%ae", "/carts/\ufffd\ufffd", "/carts/%c0%ae"),
+    (b"/carts/a%20b", "/carts/a b", "/carts/a%20b"),
+    (b"/warranties/carts/%41", "/carts/A", "/carts/%41"),  # the funnel prefix stripped
+    (b"/warranties/%ff", "/\ufffd", "/%ff"),
+    (b"/warranties", "/", "/"),
+    (b"/warr%61nties/carts/%41", "/carts/A", "/carts/A"),  # prefix spelled with escapes
+    (b"/carts/co_1%2F..%2Flg_2", "/carts/lg_2", "/carts/lg_2"),  # %2F: normalised
+    (b"/carts/%2e%2e/x", "/x", "/x"),  # encoded dot segments: normalised
+    (b"//carts/%41", "/carts/A", "/carts/A"),
+    (b"/carts/%zz", "/carts/%zz", "/carts/%25zz"),  # not an escape: re-encoded
+    (b"/carts/x", "/carts/x", "/carts/x"),
+    (None, "/carts/a b", "/carts/a%20b"),
+])
+def test_the_forwarded_path_is_the_clients_when_it_spells_the_routed_one(raw, upstream,
+                                                                          forwarded):
+    from urllib.parse import unquote
+
+    path = unquote(raw.decode()) if raw else upstream
+    assert forward_path(raw, path, upstream) == forwarded
+    assert unquote(forwarded) == upstream
 
 
 def test_unit_from_header_then_cookie_else_minted():
