@@ -86,19 +86,14 @@ class RedisControlStore:
         return identity
 
     def restore(self, state: RestoreState) -> None:
-        with self._errors(), self.client.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(K_IDENTITY, K_ACTIVE, K_COUNTER)  # type: ignore[no-untyped-call]
-                    if pipe.exists(K_IDENTITY):
-                        raise StoreError(f"control store {self.url} has an identity: not "
-                                         "restored")
-                    pipe.multi()
-                    self._restore(pipe, state)
-                    pipe.execute()
-                    break
-                except redis.WatchError:
-                    continue
+        def write(pipe: Any) -> None:
+            if pipe.exists(K_IDENTITY):
+                raise StoreError(f"control store {self.url} has an identity: not restored")
+            pipe.multi()
+            self._restore(pipe, state)
+
+        with self._errors():  # redis-py's transaction(): WATCH, run, retry on a change
+            self.client.transaction(write, K_IDENTITY, K_ACTIVE, K_COUNTER)
         self._notify()
 
     def _restore(self, pipe: Any, state: RestoreState) -> None:
@@ -147,28 +142,28 @@ class RedisControlStore:
         self, text: str, digest: str, *, expected_version: int | None, actor: str, reason: str,
         source: str, audit: AuditEntry,
     ) -> RulesVersion:
-        with self._errors(), self.client.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(K_ACTIVE, K_COUNTER)  # type: ignore[no-untyped-call]
-                    raw_active = pipe.get(K_ACTIVE)
-                    active = int(raw_active) if raw_active else None
-                    if active != expected_version:
-                        raise VersionConflict(expected_version, active)
-                    version = int(pipe.get(K_COUNTER) or 0) + 1
-                    record = RulesVersion(version, text, digest, audit.at, actor, reason, source)
-                    pipe.multi()
-                    pipe.set(K_COUNTER, version)
-                    pipe.hset(K_VERSIONS, str(version), json.dumps(asdict(record)))
-                    pipe.set(K_ACTIVE, version)
-                    self._push_audit(pipe, audit)
-                    self._published(pipe)
-                    pipe.execute()
-                    break
-                except redis.WatchError:
-                    continue
-            self._notify()
-        return record
+        written: list[RulesVersion] = []  # the record of the attempt that committed
+
+        def write(pipe: Any) -> None:
+            written.clear()
+            raw_active = pipe.get(K_ACTIVE)
+            active = int(raw_active) if raw_active else None
+            if active != expected_version:
+                raise VersionConflict(expected_version, active)
+            version = int(pipe.get(K_COUNTER) or 0) + 1
+            record = RulesVersion(version, text, digest, audit.at, actor, reason, source)
+            pipe.multi()
+            pipe.set(K_COUNTER, version)
+            pipe.hset(K_VERSIONS, str(version), json.dumps(asdict(record)))
+            pipe.set(K_ACTIVE, version)
+            self._push_audit(pipe, audit)
+            self._published(pipe)
+            written.append(record)
+
+        with self._errors():
+            self.client.transaction(write, K_ACTIVE, K_COUNTER)
+        self._notify()
+        return written[0]
 
     def kill_switches(self) -> dict[str, KillSwitch]:
         with self._errors():
@@ -185,24 +180,25 @@ class RedisControlStore:
             self._notify()
 
     def clear_kill(self, scope: str, audit: AuditEntry) -> KillSwitch | None:
-        with self._errors(), self.client.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(K_KILLS)  # type: ignore[no-untyped-call]
-                    previous = pipe.hget(K_KILLS, scope)
-                    if previous is None:  # clearing nothing is not an event
-                        pipe.unwatch()
-                        return None
-                    pipe.multi()
-                    pipe.hdel(K_KILLS, scope)
-                    self._push_audit(pipe, audit)
-                    self._published(pipe)
-                    pipe.execute()
-                    break
-                except redis.WatchError:
-                    continue
+        cleared: list[str] = []  # the switch the committed attempt removed
+
+        def write(pipe: Any) -> None:
+            cleared.clear()
+            previous = pipe.hget(K_KILLS, scope)
+            if previous is None:  # clearing nothing is not an event
+                return
+            pipe.multi()
+            pipe.hdel(K_KILLS, scope)
+            self._push_audit(pipe, audit)
+            self._published(pipe)
+            cleared.append(previous)
+
+        with self._errors():
+            self.client.transaction(write, K_KILLS)
+        if not cleared:
+            return None
         self._notify()
-        return KillSwitch(**json.loads(previous))
+        return KillSwitch(**json.loads(cleared[0]))
 
     @staticmethod
     def _push_audit(pipe: Any, entry: AuditEntry) -> None:
