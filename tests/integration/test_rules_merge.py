@@ -14,17 +14,7 @@ import httpx
 from control import operations
 from control.status import status_data
 from tests.integration.conftest import RULES
-from tests.support.processes import clean_env, strangler_cmd
-
-
-def eventually(check: Any, within: float, what: str) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"not within {within}s: {what}"
-        time.sleep(0.05)
+from tests.support.processes import clean_env, strangler_cmd, wait_until
 
 
 def percent(stack: Any, rule_id: str) -> float:
@@ -41,10 +31,10 @@ def edit(stack: Any, old: str, new: str) -> None:
 def test_an_unrelated_edit_keeps_a_cli_ramp(make_stack) -> None:
     stack = make_stack()
     operations.ramp(stack.store, "warranties", "IE", Decimal(5), actor="rm", reason="ramp")
-    eventually(lambda: stack.store.active_rules().version == 2, 5, "the ramp")
+    wait_until(lambda: stack.store.active_rules().version == 2, 5, "the ramp")
     edit(stack, "{id: rest-half, countries: '*', percent: 50}",
          "{id: rest-half, countries: '*', percent: 40}")
-    record = eventually(lambda: (a := stack.store.active_rules()).version == 3 and a, 5,
+    record = wait_until(lambda: (a := stack.store.active_rules()).version == 3 and a, 5,
                         "the edit applied")
     assert "merged" in record.reason
     assert percent(stack, "ie-all") == 5  # before: back to 100
@@ -57,10 +47,10 @@ def test_an_unrelated_edit_keeps_a_cli_ramp(make_stack) -> None:
 def test_an_edit_of_a_ramped_rule_is_refused_as_a_conflict_until_resolved(make_stack) -> None:
     stack = make_stack()
     operations.ramp(stack.store, "warranties", "IE", Decimal(5), actor="rm", reason="ramp")
-    eventually(lambda: stack.store.active_rules().version == 2, 5, "the ramp")
+    wait_until(lambda: stack.store.active_rules().version == 2, 5, "the ramp")
     edit(stack, "{id: ie-all, countries: [IE], percent: 100}",
          "{id: ie-all, countries: [IE], percent: 60}")
-    state = eventually(lambda: (s := httpx.get(stack.url + "/_strangler/state").json())[
+    state = wait_until(lambda: (s := httpx.get(stack.url + "/_strangler/state").json())[
         "rules_conflict"] and s, 5, "the conflict reported")
     assert any("rules[ie-all]" in c for c in state["rules_conflict"])
     metrics = httpx.get(stack.url + "/metrics").text
@@ -73,7 +63,7 @@ def test_an_edit_of_a_ramped_rule_is_refused_as_a_conflict_until_resolved(make_s
                             env=clean_env(), timeout=60, check=False)
     assert "RULES FILE EDIT REFUSED" in status.stdout and "ie-all" in status.stdout
     edit(stack, "percent: 60}", "percent: 5}")  # the file now agrees with the ramp
-    eventually(lambda: httpx.get(stack.url + "/_strangler/state").json()[
+    wait_until(lambda: httpx.get(stack.url + "/_strangler/state").json()[
         "rules_conflict"] is None, 5, "the conflict resolved")
     assert "strangler_rules_conflicts 0.0" in httpx.get(stack.url + "/metrics").text
     assert percent(stack, "ie-all") == 5
@@ -82,12 +72,12 @@ def test_an_edit_of_a_ramped_rule_is_refused_as_a_conflict_until_resolved(make_s
 def test_export_round_trips_and_ends_the_drift(make_stack) -> None:
     stack = make_stack()
     operations.ramp(stack.store, "warranties", "IE", Decimal(5), actor="rm", reason="ramp")
-    eventually(lambda: stack.store.active_rules().version == 2, 5, "the ramp")
+    wait_until(lambda: stack.store.active_rules().version == 2, 5, "the ramp")
     done = subprocess.run([*strangler_cmd(), "rules", "export", "-o", str(stack.rules_file),
                            "--db-path", str(stack.settings.db_path)], capture_output=True,
                           text=True, env=clean_env(), timeout=60, check=False)
     assert done.returncode == 0, done.stderr
-    eventually(lambda: status_data(stack.store)["rules_files"][0]["drift"] == [], 5,
+    wait_until(lambda: status_data(stack.store)["rules_files"][0]["drift"] == [], 5,
                "the file imported again")
     assert stack.store.active_rules().version == 2  # applying the export changed nothing
     assert RULES != stack.rules_file.read_text()
@@ -98,7 +88,7 @@ def test_a_rejected_file_edit_stays_visible_until_a_valid_file_arrives(make_stac
     rules_error: null and status looked healthy."""
     stack = make_stack()
     edit(stack, "percent: 100}", "percent: 150}")
-    state = eventually(lambda: (s := httpx.get(stack.url + "/_strangler/state").json())[
+    state = wait_until(lambda: (s := httpx.get(stack.url + "/_strangler/state").json())[
         "rules_file_error"] and s, 5, "the rejection reported")
     assert "percent" in state["rules_file_error"]
     assert "strangler_rules_file_rejected 1.0" in httpx.get(stack.url + "/metrics").text
@@ -110,7 +100,7 @@ def test_a_rejected_file_edit_stays_visible_until_a_valid_file_arrives(make_stac
     assert "RULES FILE REJECTED" in status.stdout
     assert stack.store.active_rules().version == 1
     edit(stack, "percent: 150}", "percent: 90}")
-    eventually(lambda: httpx.get(stack.url + "/_strangler/state").json()[
+    wait_until(lambda: httpx.get(stack.url + "/_strangler/state").json()[
         "rules_file_error"] is None, 5, "the rejection cleared")
     assert status_data(stack.store)["rules_files"][0]["error"] is None
     assert "strangler_rules_file_rejected 0.0" in httpx.get(stack.url + "/metrics").text

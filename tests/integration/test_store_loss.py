@@ -28,6 +28,7 @@ from proxy.main import UVICORN_OPTIONS, create_app
 from proxy.metrics import ProxyMetrics
 from tests.integration.conftest import RULES, TEST_DEFAULTS
 from tests.support.backends import EchoBackend
+from tests.support.processes import wait_until
 from tests.support.servers import ServerThread, serve
 
 IE = {"X-Checkout-Funnel": "warranties", "X-Country": "IE"}  # 100 % core by the rules
@@ -42,16 +43,6 @@ def decision(url: str, headers: dict[str, str]) -> str:
 
 def state(url: str) -> dict[str, Any]:
     return httpx.get(url + "/_strangler/state", timeout=5).json()
-
-
-def eventually(check: Any, within: float, what: str) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"not within {within}s: {what}"
-        time.sleep(0.05)
 
 
 @contextmanager
@@ -83,12 +74,12 @@ def test_a_deleted_sqlite_file_is_noticed_restored_and_a_later_kill_reaches_the_
     with proxies(tmp_path, 1, rules_file=str(rules)) as [proxy]:
         store = open_store(None, str(db), create=False)
         operations.kill(store, "warranties", actor="oncall", reason="INC-1")
-        eventually(lambda: decision(proxy.url, IE) == "KILL_SWITCH", 5, "the kill")
+        wait_until(lambda: decision(proxy.url, IE) == "KILL_SWITCH", 5, "the kill")
         generation = store.identity().generation
         store.close()
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
-        restored = eventually(lambda: db.exists() and (open_store(
+        restored = wait_until(lambda: db.exists() and (open_store(
             None, str(db), create=False).identity()), 10, "the store restored")
         assert restored.restored_from == generation
         assert all(decision(proxy.url, IE) == "KILL_SWITCH" for _ in range(20))
@@ -98,7 +89,7 @@ def test_a_deleted_sqlite_file_is_noticed_restored_and_a_later_kill_reaches_the_
         assert actions[0] == "store.restore" and "kill" in actions  # the audit survived
         operations.kill(store, None, actor="oncall", reason="INC-2: everything out")
         store.close()
-        eventually(lambda: decision(proxy.url, OTHER) == "KILL_SWITCH", 5,
+        wait_until(lambda: decision(proxy.url, OTHER) == "KILL_SWITCH", 5,
                    "a kill written to the new file")
         assert state(proxy.url)["status"] == "ok"
 
@@ -111,14 +102,14 @@ def test_a_replaced_sqlite_file_degrades_and_kills_still_win(tmp_path: Path) -> 
         store = open_store(None, str(db), create=False)
         operations.kill(store, "warranties", actor="oncall", reason="INC-1")
         store.close()
-        eventually(lambda: decision(proxy.url, IE) == "KILL_SWITCH", 5, "the kill")
+        wait_until(lambda: decision(proxy.url, IE) == "KILL_SWITCH", 5, "the kill")
         other = tmp_path / "other.sqlite3"
         foreign = open_store(None, str(other))  # another store, with rules of its own
         operations.apply_rules_text(foreign, RULES.replace("percent: 100", "percent: 0"),
                                     source="x", actor="x", reason="another store")
         foreign.close()
         os.replace(other, db)
-        seen = eventually(lambda: (s := state(proxy.url))["store_problem"] and s, 10,
+        seen = wait_until(lambda: (s := state(proxy.url))["store_problem"] and s, 10,
                           "the replaced file noticed")
         assert seen["status"] == "degraded" and "replaced" in seen["store_problem"]
         assert httpx.get(proxy.url + "/_strangler/healthz").status_code == 503
@@ -126,7 +117,7 @@ def test_a_replaced_sqlite_file_degrades_and_kills_still_win(tmp_path: Path) -> 
         rules.write_text(RULES + "\n# touched\n")  # no import into a store that is not ours
         replaced = open_store(None, str(db), create=False)
         operations.kill(replaced, None, actor="oncall", reason="kill in the new file")
-        eventually(lambda: decision(proxy.url, OTHER) == "KILL_SWITCH", 5,
+        wait_until(lambda: decision(proxy.url, OTHER) == "KILL_SWITCH", 5,
                    "a kill in the replacing file is obeyed")
         assert replaced.active_rules().version == 1  # the file was not imported into it
         replaced.close()
@@ -143,22 +134,22 @@ def test_a_flushed_redis_never_brings_core_traffic_back(tmp_path: Path,
                 "guard_interval": 0.2}
     with proxies(tmp_path, 2, **settings) as replicas:
         store = RedisControlStore(redis_clean_url)
-        eventually(lambda: store.active_rules(), 5, "the rules imported")
+        wait_until(lambda: store.active_rules(), 5, "the rules imported")
         operations.kill(store, "warranties", actor="oncall", reason="INC-1")
         for r in replicas:
-            eventually(lambda r=r: decision(r.url, IE) == "KILL_SWITCH", 5, "the kill")
+            wait_until(lambda r=r: decision(r.url, IE) == "KILL_SWITCH", 5, "the kill")
         generation = store.identity().generation
         redis.Redis.from_url(redis_clean_url).flushdb()
         rules.write_text(RULES + "\n# touched after the loss\n")
         served = [decision(replicas[i % 2].url, IE) for i in range(79)]
         assert served == ["KILL_SWITCH"] * 79
-        identity = eventually(lambda: store.identity(), 10, "a replica restores the store")
+        identity = wait_until(lambda: store.identity(), 10, "a replica restores the store")
         assert identity.restored_from == generation
         assert set(store.kill_switches()) == {"warranties"}
         actions = [e.action for e in store.audit_log(20)]
         assert "store.restore" in actions and "kill" in actions
         for r in replicas:
-            eventually(lambda r=r: state(r.url)["status"] == "ok", 5, "healthy again")
+            wait_until(lambda r=r: state(r.url)["status"] == "ok", 5, "healthy again")
             assert decision(r.url, IE) == "KILL_SWITCH"
         store.close()
 
@@ -172,11 +163,11 @@ def test_a_replica_restarted_while_redis_is_empty_keeps_the_kill_switch(
     with proxies(tmp_path, 1, **settings) as [proxy]:
         operations.apply_rules_text(store, RULES, source="t", actor="t", reason="seed")
         operations.kill(store, "warranties", actor="oncall", reason="INC-1")
-        eventually(lambda: decision(proxy.url, IE) == "KILL_SWITCH", 5, "the kill")
+        wait_until(lambda: decision(proxy.url, IE) == "KILL_SWITCH", 5, "the kill")
     redis.Redis.from_url(redis_clean_url).flushdb()  # lost while the replica was down
     with proxies(tmp_path, 1, **settings) as [proxy]:  # same home: its last known state
         assert decision(proxy.url, IE) == "KILL_SWITCH"
-        eventually(lambda: set(store.kill_switches()) == {"warranties"}, 10, "restored")
+        wait_until(lambda: set(store.kill_switches()) == {"warranties"}, 10, "restored")
     store.close()
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -26,6 +26,7 @@ from tests.support.backends import EchoBackend
 from tests.support.servers import PortReservation
 
 REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 
 
 def strangler_cmd() -> list[str]:
@@ -41,12 +42,14 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def wait_until(check: Callable[[], bool], timeout: float, message: str) -> None:
+def wait_until(check: Callable[[], T], timeout: float, message: str) -> T:
+    """Poll `check` until it returns something truthy, and return that."""
     deadline = time.monotonic() + timeout
-    while not check():
+    while not (value := check()):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(0.02)
+    return value
 
 
 def http_ok(url: str, headers: dict[str, str] | None = None) -> bool:
