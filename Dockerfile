@@ -27,9 +27,13 @@ COPY admin ./admin
 COPY checkout_core ./checkout_core
 COPY legacy_stub ./legacy_stub
 COPY cli ./cli
+COPY logformat ./logformat
+COPY otelsetup ./otelsetup
+COPY shadow ./shadow
 # A venv, not the system pip: a Debian python3 refuses system installs (PEP 668).
+# With the [otel] extra: tracing stays off until STRANGLER_OTEL=on (docs/deploy.md, Tracing).
 RUN python3 -m venv /opt/build \
-    && /opt/build/bin/pip wheel --wheel-dir /wheels /src
+    && /opt/build/bin/pip wheel --wheel-dir /wheels "/src[otel]"
 
 # -- the image: the wheels installed into a venv, no compilers, no build tools ----------------
 FROM ${PYTHON_IMAGE}
@@ -49,7 +53,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     python3 -m venv /opt/strangler \
     && /opt/strangler/bin/pip install --no-index --no-cache-dir --disable-pip-version-check \
-        --find-links /wheels checkout-strangler \
+        --find-links /wheels "checkout-strangler[otel]" \
     && /opt/strangler/bin/pip uninstall --yes --no-cache-dir --disable-pip-version-check pip setuptools \
     && mkdir -p /var/lib/strangler /etc/strangler/rules \
     && chown 65532:65532 /var/lib/strangler \
@@ -61,6 +65,6 @@ VOLUME ["/var/lib/strangler"]
 # 8080: checkout traffic; 9090: the admin surface when STRANGLER_ADMIN_PORT=9090
 EXPOSE 8080 9090
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
-    CMD ["strangler-healthcheck", "/_strangler/healthz"]
+    CMD ["strangler-healthcheck", "/livez"]
 ENTRYPOINT ["strangler", "serve"]
 CMD ["--host", "0.0.0.0", "--port", "8080", "--admin-host", "0.0.0.0"]

@@ -1,4 +1,5 @@
-"""Who may reach the admin surface (/metrics, /_strangler/*, /dashboard), and on which port.
+"""Who may reach the admin surface (/metrics, /_strangler/*, /dashboard, /livez, /readyz),
+and on which port.
 
 - Without an admin port, the admin paths are served on the main port (the default).
 - With one (`STRANGLER_ADMIN_PORT`), they are served only there; on the main port they
@@ -7,7 +8,8 @@
 - With a token (`STRANGLER_ADMIN_TOKEN`), admin requests need `Authorization: Bearer
   <token>` (compared in constant time); without it: 401. The dashboard's page and files
   are the exception (`TokenGate`): they hold no data, and a browser cannot send a Bearer
-  token when it navigates.
+  token when it navigates. So are the probes, /livez and /readyz: they say only whether the
+  replica serves, and a kubelet's httpGet probe cannot send a Secret.
 
 Paths are judged in their normalised form, so `//metrics` or `/x/../metrics` are admin
 paths too.
@@ -25,6 +27,7 @@ ADMIN_PREFIX = "/_strangler/"
 API_PREFIX = "/_strangler/api/"
 METRICS_PATH = "/metrics"
 PAGE_PATH = "/dashboard"
+PROBE_PATHS = ("/livez", "/readyz")
 CHALLENGE = [(b"www-authenticate", b'Bearer realm="strangler"')]
 
 
@@ -32,8 +35,11 @@ def _normalized(path: str) -> str:
     return normalize_path(path) if "//" in path or "/." in path else path
 
 
+_EXACT = (METRICS_PATH, ADMIN_PREFIX[:-1], *PROBE_PATHS)
+
+
 def _admin(path: str) -> bool:
-    return path in (METRICS_PATH, ADMIN_PREFIX[:-1]) or path.startswith(ADMIN_PREFIX)
+    return path in _EXACT or path.startswith(ADMIN_PREFIX)
 
 
 def is_admin_path(path: str) -> bool:
@@ -45,6 +51,16 @@ def is_admin_path(path: str) -> bool:
 def is_page_path(path: str) -> bool:
     """The dashboard's page and the files beside it (/dashboard, /dashboard/...)."""
     return path == PAGE_PATH or path.startswith(PAGE_PATH + "/")
+
+
+def is_probe_path(path: str) -> bool:
+    """/livez and /readyz, which need no token."""
+    return path in PROBE_PATHS
+
+
+def _open(path: str) -> bool:
+    """Paths served without the token: the dashboard's page and files, the probes."""
+    return is_page_path(path) or is_probe_path(path)
 
 
 def is_dashboard_path(path: str) -> bool:
@@ -74,15 +90,16 @@ def on_port(scope: dict[str, object], port: int | None) -> bool:
 
 class TokenGate:
     """ASGI middleware, the one place the admin token is checked: every HTTP request but
-    the dashboard's page and files needs `Authorization: Bearer TOKEN` when a token is set
-    (401 problem+json with `WWW-Authenticate` otherwise). Expects normalised paths."""
+    the dashboard's page and files and the probes needs `Authorization: Bearer TOKEN` when
+    a token is set (401 problem+json with `WWW-Authenticate` otherwise). Expects normalised
+    paths."""
 
     def __init__(self, app: Any, token: bytes | None) -> None:
         self.app = app
         self.token = token
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or is_page_path(scope["path"]) or bearer_ok(
+        if scope["type"] != "http" or _open(scope["path"]) or bearer_ok(
             scope["headers"], self.token
         ):
             await self.app(scope, receive, send)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 import uvicorn
 
+import logformat
 from checkout_core.config import CoreSettings
 from checkout_core.main import create_app
 
@@ -17,10 +17,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default=defaults.host)
     parser.add_argument("--port", type=int, default=defaults.port)
     parser.add_argument("--db-path", default=str(defaults.db_path))
+    logformat.add_argument(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logformat.configure(logformat.from_args(parser, args), level="INFO")
     settings = CoreSettings(host=args.host, port=args.port, db_path=args.db_path)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    # log_config=None: uvicorn's loggers keep the configuration above
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
+                log_config=None)
 
 
 if __name__ == "__main__":

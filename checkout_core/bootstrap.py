@@ -33,6 +33,7 @@ from checkout_core.service.carts import CartService
 from checkout_core.service.context import ServiceContext
 from checkout_core.service.ordering import OrderService
 from checkout_core.service.payments import PaymentProcessor
+from checkout_core.service.shadow import ShadowExpiry
 
 FAKE_DOWNSTREAM_BASE = "http://downstream.internal"
 
@@ -68,9 +69,11 @@ def build_gateway(settings: CoreSettings) -> FakeGateway:
 
 def build_fault_switch(settings: CoreSettings, gateway: FakeGateway) -> FaultSwitch:
     """The fault drills' switch, from the `fault_*` settings; it declines through `gateway`."""
+    drift = settings.fault_pricing_drift
     faults = Faults(latency_ms=settings.fault_latency_ms,
                     latency_jitter_ms=settings.fault_latency_jitter_ms,
-                    error_rate=settings.fault_error_rate, decline_rate=gateway.decline_rate)
+                    error_rate=settings.fault_error_rate, decline_rate=gateway.decline_rate,
+                    pricing_drift=drift.to_drift() if drift is not None else None)
     return FaultSwitch(faults, gateway, random.Random(settings.fault_seed))
 
 
@@ -94,6 +97,7 @@ class Core:
     downstream_client: httpx.AsyncClient
     consumer: OrderSyncConsumer
     faults: FaultSwitch
+    shadow_expiry: ShadowExpiry
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -101,6 +105,9 @@ class Core:
             self.tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         if self.settings.run_consumer:
             self.tasks.append(asyncio.create_task(self.consumer.run(), name="order-sync"))
+        if self.settings.run_shadow_expiry:
+            self.tasks.append(asyncio.create_task(self.shadow_expiry.run(),
+                                                  name="shadow-expiry"))
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -151,7 +158,9 @@ def bootstrap(settings: CoreSettings, gateway: FakeGateway | None = None) -> Cor
     gateway = gateway or build_gateway(settings)
     relay = OutboxRelay(store, stream, utc_now, settings.relay_batch_size,
                         settings.relay_poll_ms / 1000, on_published=metrics.published)
-    ctx = ServiceContext(store, seeded_catalog(), utc_now, new_id, events_committed=relay.wake)
+    faults = build_fault_switch(settings, gateway)
+    ctx = ServiceContext(store, seeded_catalog(), utc_now, new_id, events_committed=relay.wake,
+                         pricing_drift=faults.pricing_drift)
     payments = PaymentProcessor(
         gateway,
         Backoff(settings.payment_max_attempts, settings.payment_backoff_base_ms / 1000,
@@ -163,8 +172,11 @@ def bootstrap(settings: CoreSettings, gateway: FakeGateway | None = None) -> Cor
                           settings.idempotency_wait_seconds, observer=metrics)
     downstream_app, client = _downstream(settings)
     consumer = _consumer(settings, stream, client, metrics)
+    expiry = ShadowExpiry(store, utc_now, settings.shadow_ttl_seconds,
+                          settings.shadow_expiry_batch_size,
+                          settings.shadow_expiry_interval_seconds, on_expired=metrics.expired)
     return Core(settings, db, stream, gateway, metrics, CartService(ctx), orders, relay,
-                downstream_app, client, consumer, build_fault_switch(settings, gateway))
+                downstream_app, client, consumer, faults, expiry)
 
 
 @contextlib.asynccontextmanager

@@ -5,14 +5,36 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from checkout_core.domain.catalog import COUNTRIES
+from checkout_core.domain.pricing import DriftKind, PricingDrift
 
 Millis = Annotated[int, Field(ge=0, le=60_000)]
 """A duration in milliseconds, at most one minute."""
 
 Rate = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 """A probability in [0, 1]."""
+
+
+def _known_country(code: str) -> str:
+    known = [country.code for country in COUNTRIES]
+    if code not in known:
+        raise ValueError(f"unknown country {code!r}; one of {', '.join(known)}")
+    return code
+
+
+class PricingDriftSetting(BaseModel):
+    """A pricing drift of a fault drill: `{"country": "DE", "kind": "tax_round_down"}`."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+    country: Annotated[str, AfterValidator(_known_country)]
+    kind: DriftKind
+
+    def to_drift(self) -> PricingDrift:
+        return PricingDrift(self.country, self.kind)
 
 
 class CoreSettings(BaseSettings):
@@ -47,8 +69,10 @@ class CoreSettings(BaseSettings):
 
     idempotency_lease_seconds: float = Field(30.0, gt=0)
     """How long a running request owns its key and its checkout; must outlast a charge."""
-    idempotency_wait_seconds: float = Field(20.0, ge=0)
-    """How long a concurrent duplicate waits for the first request before a 409."""
+    idempotency_wait_seconds: float = Field(5.0, ge=0)
+    """How long a concurrent duplicate waits for the first request before a 409 with
+    Retry-After. Keep it under the proxy's read timeout for the core (10 s): a duplicate held
+    longer would reach its client as the proxy's 504, not as the retryable 409."""
 
     run_relay: bool = True
     run_consumer: bool = True
@@ -59,6 +83,9 @@ class CoreSettings(BaseSettings):
     """The order system. Unset: a fake mounted at /_downstream inside the core app."""
     downstream_timeout_ms: int = Field(2000, gt=0)
     downstream_fake_failure_rate: float = Field(0.0, ge=0, le=1)
+    otel: bool = False
+    """OpenTelemetry server spans (the `[otel]` extra), continuing the proxy's traceparent;
+    exported as the standard OTEL_* variables say (docs/deploy.md, Tracing)."""
     consumer_group: str = "order-sync"
     consumer_name: str | None = None
     """Unset: host name and process id."""
@@ -83,6 +110,17 @@ class CoreSettings(BaseSettings):
     """Share of contract requests answered with an injected 500. The decline rate of a fault
     drill is the gateway's own, `gateway_decline_rate`."""
     fault_seed: int | None = None
+    fault_pricing_drift: PricingDriftSetting | None = None
+    """A pricing drift in force from start-up, as JSON: `{"country": "DE", "kind":
+    "tax_round_down"}` (docs/checkout_core.md, "Fault drills")."""
+
+    shadow_ttl_seconds: int = Field(7200, gt=0)
+    """Shadow carts (and their checkouts) are deleted this long after they were created. Keep
+    it above the proxy's shadow id map TTL (3600 s), which forgets them first."""
+    shadow_expiry_interval_seconds: float = Field(60.0, gt=0)
+    shadow_expiry_batch_size: int = Field(500, ge=1)
+    """Shadow carts deleted per transaction."""
+    run_shadow_expiry: bool = True
 
     @model_validator(mode="before")
     @classmethod

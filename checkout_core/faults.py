@@ -2,9 +2,11 @@
 
 `Faults` is the whole setting: latency with jitter and injected errors (applied to the
 contract routes by `checkout_core.web.faults`), the payment decline rate (the gateway's own,
-through its `DeclineDial`) and an unavailable window (503 with Retry-After, the in-process
-stand-in for a restarting core). `FaultSwitch` holds the faults in force, replaced whole, and
-draws from one random source. It is used from the event loop only, so it takes no lock.
+through its `DeclineDial`), an unavailable window (503 with Retry-After, the in-process
+stand-in for a restarting core) and a pricing drift (a known pricing error in one country,
+read by the services at each pricing: `domain.pricing.PricingDrift`). `FaultSwitch` holds
+the faults in force, replaced whole, and draws from one random source. It is used from the
+event loop only, so it takes no lock.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import random
 import time
 from collections.abc import Callable
 from typing import Protocol
+
+from checkout_core.domain.pricing import PricingDrift
 
 Clock = Callable[[], float]
 """Monotonic seconds."""
@@ -29,6 +33,7 @@ class Faults:
     decline_rate: float = 0.0
     unavailable_for_s: float = 0.0
     """Set: how long from now the core is unavailable. Read: how long it still is."""
+    pricing_drift: PricingDrift | None = None
 
 
 class DeclineDial(Protocol):
@@ -74,6 +79,10 @@ class FaultSwitch:
         jitter_ms = self._faults.latency_jitter_ms
         jitter = self._rng.uniform(0, jitter_ms) if jitter_ms else 0.0
         return (self._faults.latency_ms + jitter) / 1000
+
+    def pricing_drift(self) -> PricingDrift | None:
+        """The pricing drift in force, if any."""
+        return self._faults.pricing_drift
 
     def should_fail(self) -> bool:
         """Whether to answer one request with an injected error (drawn at `error_rate`)."""

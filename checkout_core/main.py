@@ -10,6 +10,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+import otelsetup
 from checkout_core.adapters.fake_gateway import FakeGateway
 from checkout_core.bootstrap import Core, bootstrap
 from checkout_core.config import CoreSettings
@@ -47,11 +48,23 @@ def _routes(core: Core) -> list[BaseRoute]:
     return routes
 
 
+def _tracing(settings: CoreSettings) -> list[Middleware]:
+    """With CHECKOUT_CORE_OTEL on, the OpenTelemetry server span of each request, first."""
+    if not otelsetup.enabled(settings.otel):
+        return []
+    otelsetup.require("CHECKOUT_CORE_OTEL")
+    from otelsetup.asgi import middleware
+
+    return middleware("checkout-core")
+
+
 def create_app(
     settings: CoreSettings | None = None, *, gateway: FakeGateway | None = None
 ) -> Starlette:
     """The core app; `gateway` replaces the configured fake payment gateway (tests)."""
-    core = bootstrap(settings or CoreSettings(), gateway)
+    settings = settings or CoreSettings()
+    tracing = _tracing(settings)
+    core = bootstrap(settings, gateway)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -64,6 +77,7 @@ def create_app(
     app = Starlette(
         routes=_routes(core),
         middleware=[
+            *tracing,
             Middleware(BackendNameMiddleware),
             Middleware(FaultMiddleware, switch=core.faults),
         ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from checkout_core.domain.checkout import Order
+from checkout_core.service.ports import ShadowExpired
 
 
 class CoreMetrics:
@@ -34,6 +35,14 @@ class CoreMetrics:
                                   "Stream messages a consumer group has not acknowledged",
                                   ["group"], registry=r)
         self.dlq_size = Gauge("checkout_core_dlq_size", "Dead letters waiting", registry=r)
+        self.shadow_requests = Counter("checkout_core_shadow_requests",
+                                       "Shadow requests (X-Checkout-Shadow: 1) received",
+                                       ["route"], registry=r)
+        self.shadow_expired = Counter("checkout_core_shadow_expired",
+                                      "Shadow resources deleted by the shadow expiry",
+                                      ["resource"], registry=r)
+        for resource in ("cart", "checkout"):
+            self.shadow_expired.labels(resource)
 
     def order_placed(self, order: Order) -> None:
         self.orders.labels(order.currency).inc()
@@ -50,6 +59,13 @@ class CoreMetrics:
 
     def consumer_outcome(self, group: str, outcome: str) -> None:
         self.consumer_messages.labels(group, outcome).inc()
+
+    def shadow_request(self, route: str) -> None:
+        self.shadow_requests.labels(route).inc()
+
+    def expired(self, expired: ShadowExpired) -> None:
+        self.shadow_expired.labels("cart").inc(expired.carts)
+        self.shadow_expired.labels("checkout").inc(expired.checkouts)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

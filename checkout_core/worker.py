@@ -1,14 +1,16 @@
-"""`python -m checkout_core.worker`: the outbox relay and the order sync consumer, no web app.
+"""`python -m checkout_core.worker [--log-format text|json]`: the outbox relay, the order
+sync consumer and the shadow expiry, no web app.
 
 Configured like the app (`CHECKOUT_CORE_*`); stops cleanly on SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import logging
 import signal
 
+import logformat
 from checkout_core.bootstrap import running
 from checkout_core.config import CoreSettings
 
@@ -22,8 +24,12 @@ async def run_worker(settings: CoreSettings) -> None:
         await stop.wait()
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m checkout_core.worker",
+                                     description=__doc__)
+    logformat.add_argument(parser)
+    args = parser.parse_args(argv)
+    logformat.configure(logformat.from_args(parser, args), level="INFO")
     asyncio.run(run_worker(CoreSettings()))
 
 

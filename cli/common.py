@@ -14,6 +14,7 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from control.errors import ControlError, RulesError
 from control.store import ControlStore, StoreUnavailable, VersionConflict, open_store
@@ -98,8 +99,8 @@ def print_rows(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None
     """A table on a terminal; tab-separated plain text, never truncated, when piped."""
     if console.is_terminal:
         table = Table(*header, box=box.SIMPLE)
-        for row in rows:
-            table.add_row(*row)
+        for row in rows:  # as text: `items[sku].tax` or a reason "[INC-1]" is not markup
+            table.add_row(*(Text(cell) for cell in row))
         console.print(table)
         return
     for row in (header, *rows):

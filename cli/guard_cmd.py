@@ -69,14 +69,24 @@ def with_units(g: dict[str, Any]) -> tuple[str, str, str, str]:
         est, bound = _pct, _pct  # rates; the bound is the relative drop of core vs legacy
     elif name == "latency_p95":
         est, bound = _ms, (_ms if _latency_ceiling(g) else _times)
-    elif name == "error_budget":
-        est, bound = _pct2, _times  # the error rate; the burn rate against the SLO
+    elif name == "error_budget":  # the error rate; the burn rate against the SLO, or how
+        # long the core has been unreachable against the grace period (seconds)
+        est, bound = _pct2, (_seconds if _unreachable(g) else _times)
     elif name == "sample_ratio":
         est, bound = _pct, _p_value
     else:
         est = bound = _fmt
     return (est(g["core_estimate"]), est(g["legacy_estimate"]), bound(g["bound"]),
             bound(g["threshold"]))
+
+
+def _unreachable(g: dict[str, Any]) -> bool:
+    """Whether an error budget failed because the core stayed unreachable (seconds)."""
+    return bool(((g.get("evidence") or {}).get("unreachable") or {}).get("fail"))
+
+
+def _seconds(value: Any) -> str:
+    return "-" if value is None else f"{value:.0f} s"
 
 
 def _waiting(g: dict[str, Any]) -> str:
@@ -87,7 +97,8 @@ def _waiting(g: dict[str, Any]) -> str:
 BOUND_HELP = (
     "bound: the confidence bound the verdict compares with the threshold: the relative drop "
     "of core against legacy (conversion, payment success), the core's p95 in ms or its ratio "
-    "to legacy's (latency), the burn rate of the error budget (error budget), the p-value "
+    "to legacy's (latency), the burn rate of the error budget or, when the core stayed "
+    "unreachable, for how long against its grace (error budget), the p-value "
     "(sample ratio). Not enough samples on either arm: insufficient_data, never a failure."
 )
 

@@ -6,7 +6,17 @@ import logging
 
 import typer
 
-from cli import events, guard_cmd, inspect_cmd, ops, rollout_cmd, rules_cmd, run, store_cmd
+from cli import (
+    events,
+    guard_cmd,
+    inspect_cmd,
+    ops,
+    rollout_cmd,
+    rules_cmd,
+    run,
+    shadow_cmd,
+    store_cmd,
+)
 from cli.common import EXIT_CODES_HELP
 
 app = typer.Typer(
@@ -27,6 +37,7 @@ app.command()(inspect_cmd.explain)
 app.command()(inspect_cmd.audit)
 app.add_typer(guard_cmd.app, name="guard")
 app.add_typer(rollout_cmd.app, name="rollout")
+app.add_typer(shadow_cmd.app, name="shadow")
 app.add_typer(events.app, name="events")
 app.add_typer(store_cmd.app, name="store")
 

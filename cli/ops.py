@@ -190,7 +190,7 @@ def status(
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(k["at"]))
         console.print(f"[bold red]KILL SWITCH {scope}[/] by {k['actor']} at {when}: {k['reason']}")
     header = ("funnel", "rule", "countries", "core %", "live (last minute)", "state",
-              "guardrails")
+              "guardrails", "shadow %")
     rows = []
     for f in data["funnels"]:
         guard = f["guardrails"]["verdict"] if f["guardrails"] else "-"
@@ -198,14 +198,42 @@ def status(
         for r, countries in zip(f["rules"], matched, strict=True):
             shown = r["countries"] if isinstance(r["countries"], str) else ",".join(
                 r["countries"])
+            shadow = f["shadow"]["percent_by_rule"].get(r["id"])
             rows.append((f["name"], r["id"], shown, f"{r['percent']:g}",
                          _live(f["live"], countries), "killed" if f["killed"] else "live",
-                         guard))
+                         guard, "-" if shadow is None else f"{shadow:g}"))
     print_rows(header, rows)
+    _print_shadow(data["funnels"])
     for r in data["rollouts"]:
         console.print(f"rollout {r['id']} {r['funnel']}: {r['percent']}% {r['state']}: "
                       f"{r['detail']}")
     _print_rules_files(data["rules_files"])
+
+
+def _print_shadow(funnels: list[dict[str, Any]]) -> None:
+    """Each funnel's shadow parity configuration and, once compared, its parity."""
+    shadowed = [f for f in funnels if f["shadow"]["lines"]]
+    if not shadowed:
+        return
+    lines = [("shadow parity (legacy-served cart building replayed to the core; `strangler "
+              "shadow status`):")]
+    for f in shadowed:
+        lines += [f"  {line}" for line in f["shadow"]["lines"]]
+        units = f["shadow"]["units"] or {}
+        lines.append(f"  {f['name']}: parity {percent_floor(units['parity'])} over "
+                     f"{units['compared']} compared units ({units['with_mismatch']} with a "
+                     "mismatch)" if units.get("compared") else
+                     f"  {f['name']}: no units compared yet")
+    for line in lines:  # field paths such as items[sku].name are not markup
+        console.print(line, markup=False, soft_wrap=True)
+
+
+def percent_floor(share: float | None) -> str:
+    """A share 0..1 as a percentage rounded down to 0.01 ("99.89%", never "99.9%" for
+    0.99899: a parity is never shown meeting a bar it misses)."""
+    from control.rollout import floor_percent
+
+    return "-" if share is None else f"{floor_percent(share)}%"
 
 
 def _print_rules_files(files: list[dict[str, Any]]) -> None:

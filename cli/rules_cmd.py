@@ -145,11 +145,13 @@ def diff(
     """Say what applying FILE would change, and its blast radius.
 
     For every funnel and country whose percentage changes: the share of units that would
-    move backend.
+    move backend. For every funnel or rule whose shadow (parity) section changes: what it
+    shadows before and after.
 
     Example: strangler rules diff rules/checkout.yaml
     """
     from control.blast_radius import blast_radius
+    from control.rules import shadow_changes
     from control.rules_loader import load_rules_file, load_rules_text
 
     try:
@@ -160,12 +162,16 @@ def diff(
         active = store.active_rules()
     old = load_rules_text(active.text, str(active.version)) if active else None
     changes = blast_radius(old, new)
+    shadow = shadow_changes(old, new)
     if as_json:
         print_json({"from_version": active.version if active else None,
-                    "changes": changes_json(changes)})
+                    "changes": changes_json(changes), "shadow_changes": shadow})
         return
     base = f"version {active.version}" if active else "no rules (all legacy)"
-    console.print(f"{file} against active {base}:\n{_changes_text(changes)}")
+    console.print(f"{file} against active {base}:\n{_changes_text(changes)}", markup=False)
+    if shadow:
+        console.print("shadow parity:\n" + "\n".join(f"  {line}" for line in shadow),
+                      markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -34,6 +34,13 @@ AdminPort = Annotated[int | None, typer.Option(
     help="Serve /metrics and /_strangler/* on this port only (404 on the main port). "
     "Set STRANGLER_ADMIN_TOKEN to require 'Authorization: Bearer TOKEN'.")]
 AdminHost = Annotated[str, typer.Option("--admin-host", help="Address of the admin port.")]
+LogFormat = Literal["text", "json"]
+LogFormatOpt = Annotated[LogFormat, typer.Option(
+    "--log-format", envvar="STRANGLER_LOG_FORMAT",
+    help="Log lines on stderr: text, or json (one object a line: timestamp, level, logger, "
+    "message and the record's fields); `up` passes it to the core and the legacy stub. "
+    "The proxy's access log is STRANGLER_ACCESS_LOG (off, on, or a sample rate such as "
+    "0.01).")]
 
 LOOPBACK = '["127.0.0.1/32", "::1/128"]'
 PACKAGED_RULES = Path(__file__).resolve().parent.parent / "proxy" / "sample_rules.yaml"
@@ -44,15 +51,37 @@ def default_rules() -> Path:
     return local if local.exists() else PACKAGED_RULES
 
 
-def _proxy_logging() -> None:
+def _proxy_logging(log_format: LogFormat) -> dict[str, Any]:
     """The proxy's own log (the CLI's commands log nothing without --verbose): warnings and
-    errors of the strangler.* loggers on stderr, beside uvicorn's."""
+    errors of the strangler.* loggers on stderr, with uvicorn's (STRANGLER_LOG_LEVEL) and
+    the access log, in `log_format` (`logformat`). Applied here, and returned for uvicorn
+    to apply in each worker process."""
     import logging
+    import logging.config
 
-    if not logging.getLogger().handlers or all(
-            isinstance(h, logging.NullHandler) for h in logging.getLogger().handlers):
-        logging.basicConfig(level=logging.WARNING, force=True,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import logformat
+
+    root = logging.getLogger()
+    verbose = any(not isinstance(h, logging.NullHandler) for h in root.handlers)
+    config = logformat.logging_config(
+        log_format, level=logging.getLevelName(root.level) if verbose else "WARNING",
+        uvicorn_level=os.environ.get("STRANGLER_LOG_LEVEL", "info"),
+        loggers={"strangler.cli": "INFO"})
+    logging.config.dictConfig(config)
+    logging.captureWarnings(True)
+    return config
+
+
+def _say(log_format: LogFormat, message: str, warning: bool = False) -> None:
+    """Tell the operator: on the console in text, as a log line (logger strangler.cli) in
+    json, so that every line the process writes is JSON."""
+    if log_format == "json":
+        import logging
+
+        logging.getLogger("strangler.cli").log(
+            logging.WARNING if warning else logging.INFO, " ".join(message.split()))
+    else:
+        console.print(message)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -68,7 +97,7 @@ def _listen(host: str, port: int) -> socket.socket:
 
 def _run_proxy(
     host: str, port: int, workers: int, env: dict[str, str],
-    admin: tuple[str, int] | None = None,
+    admin: tuple[str, int] | None = None, log_format: LogFormat = "text",
 ) -> None:
     """uvicorn on httptools with the proxy's protocol limits (UVICORN_OPTIONS); with
     `admin`, a second listening socket of the same server(s) for the admin paths."""
@@ -76,27 +105,35 @@ def _run_proxy(
 
     from proxy.main import UVICORN_OPTIONS
 
-    _proxy_logging()
+    log_config = _proxy_logging(log_format)
+    env = {**env, "STRANGLER_LOG_FORMAT": log_format}
     if admin is not None:
         env = {**env, "STRANGLER_ADMIN_PORT": str(admin[1])}
     admin_host = admin[0] if admin is not None else host
     if admin_host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get(
         "STRANGLER_ADMIN_TOKEN"
     ):
-        console.print(f"warning: /metrics and /_strangler/* are reachable on {admin_host} "
-                      "without a token; set STRANGLER_ADMIN_TOKEN (and --admin-port)")
+        _say(log_format, f"warning: /metrics and /_strangler/* are reachable on {admin_host} "
+             "without a token; set STRANGLER_ADMIN_TOKEN (and --admin-port)", warning=True)
     os.environ.update(env)
+    problem = _tracing_problem()
+    if problem is not None:
+        from rich.markup import escape
+
+        fail(escape(problem))  # its "[otel]" is no markup
+    # uvicorn's own access log stays off: the proxy's is STRANGLER_ACCESS_LOG
     options: dict[str, Any] = {
         "factory": True, "host": host, "port": port, "workers": workers,
         "log_level": os.environ.get("STRANGLER_LOG_LEVEL", "info"), "access_log": False,
-        "loop": "uvloop", "timeout_graceful_shutdown": 10, **UVICORN_OPTIONS,
+        "log_config": log_config, "loop": "uvloop", "timeout_graceful_shutdown": 10,
+        **UVICORN_OPTIONS,
     }
     if admin is None:
         uvicorn.run("proxy.main:create_app", **options)
         return
     sockets = [_listen(host, port), _listen(*admin)]
     config = uvicorn.Config("proxy.main:create_app", **options)
-    console.print(f"proxy on http://{host}:{port}, admin on http://{admin[0]}:{admin[1]}")
+    _say(log_format, f"proxy on http://{host}:{port}, admin on http://{admin[0]}:{admin[1]}")
     if workers > 1:
         from uvicorn.supervisors import Multiprocess
 
@@ -119,6 +156,7 @@ def serve(
     db_path: Annotated[str, typer.Option(envvar="STRANGLER_DB_PATH")] = "var/strangler.sqlite3",
     redis_url: RedisUrl = None,
     admin_port: AdminPort = None, admin_host: AdminHost = "127.0.0.1",
+    log_format: LogFormatOpt = "text",
 ) -> None:
     """Run the proxy alone in front of two backends given by URL.
 
@@ -132,7 +170,21 @@ def serve(
         env["STRANGLER_RULES_FILE"] = str(rules)
     if redis_url:
         env["STRANGLER_REDIS_URL"] = redis_url
-    _run_proxy(host, port, workers, env, _admin(admin_host, admin_port))
+    _run_proxy(host, port, workers, env, _admin(admin_host, admin_port), log_format)
+
+
+def _tracing_problem() -> str | None:
+    """STRANGLER_OTEL on without the [otel] extra, said before uvicorn starts (rather than
+    as each worker's traceback)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    import otelsetup
+
+    try:
+        on = TypeAdapter(bool).validate_python(os.environ.get("STRANGLER_OTEL", "off"))
+    except ValidationError:
+        return None  # the proxy's settings say what is wrong with it
+    return otelsetup.problem("STRANGLER_OTEL") if otelsetup.enabled(on) else None
 
 
 def _admin(host: str, port: int | None) -> tuple[str, int] | None:
@@ -176,13 +228,15 @@ def _port_free(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def _backend(module: str, port: int, env: dict[str, str], name: str) -> Iterator[str]:
+def _backend(module: str, port: int, env: dict[str, str], name: str,
+             log_format: LogFormat = "text") -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     if not _port_free(port):  # else the health check would pass against a stranger
         fail(f"port {port} for the {name} is in use (the proxy takes --port, the core "
              "--port + 1, the legacy stub --port + 2): pick another --port")
     proc = subprocess.Popen(
-        [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port),
+         "--log-format", log_format],
         env={**os.environ, **env},
     )
     import httpx  # not at the top: the proxy process of `serve` does without it (~8 MB)
@@ -216,6 +270,7 @@ def up(
         help="Fixed legacy stub latency in ms, no jitter (default: the stub's own, "
         "250-350 ms like a monolith).")] = None,
     admin_port: AdminPort = None, admin_host: AdminHost = "127.0.0.1",
+    log_format: LogFormatOpt = "text",
 ) -> None:
     """Run the whole strangler on this machine: proxy, checkout core, legacy stub.
 
@@ -232,16 +287,25 @@ def up(
     rules_path = rules or default_rules()
     data_dir.mkdir(parents=True, exist_ok=True)
     _lock_data_dir(data_dir)
+    _proxy_logging(log_format)  # before the banner: in json, a log line
     core_env = {"CHECKOUT_CORE_DB_PATH": str(data_dir / "checkout_core.sqlite3")}
     legacy_env = {}
     if legacy_latency_ms is not None:
         legacy_env["LEGACY_STUB_LATENCY_MS"] = str(legacy_latency_ms)
         legacy_env["LEGACY_STUB_LATENCY_JITTER_MS"] = "0"
-    with _backend("checkout_core", port + 1, core_env, "checkout core") as core_url, \
-            _backend("legacy_stub", port + 2, legacy_env, "legacy stub") as legacy_url:
+    if "STRANGLER_OTEL" in os.environ:  # tracing: the backends join the proxy's traces
+        core_env["CHECKOUT_CORE_OTEL"] = os.environ.get("CHECKOUT_CORE_OTEL",
+                                                        os.environ["STRANGLER_OTEL"])
+        legacy_env["LEGACY_STUB_OTEL"] = os.environ.get("LEGACY_STUB_OTEL",
+                                                        os.environ["STRANGLER_OTEL"])
+    with _backend("checkout_core", port + 1, core_env, "checkout core",
+                  log_format) as core_url, \
+            _backend("legacy_stub", port + 2, legacy_env, "legacy stub",
+                     log_format) as legacy_url:
         proxy_url = f"http://{host}:{port}"
         admin_url = f"http://{admin_host}:{admin_port}" if admin_port else proxy_url
-        console.print(
+        _say(
+            log_format,
             f"checkout strangler\n  proxy        {proxy_url}\n  checkout core {core_url}\n"
             f"  legacy stub  {legacy_url}\n  rules        {rules_path} (watched)\n"
             f"  metrics      {admin_url}/metrics\n"
@@ -258,4 +322,4 @@ def up(
             # (X-Country, as in the quick start); set it yourself to trust otherwise
             "STRANGLER_TRUSTED_PROXIES": os.environ.get("STRANGLER_TRUSTED_PROXIES",
                                                         LOOPBACK),
-        }, _admin(admin_host, admin_port))
+        }, _admin(admin_host, admin_port), log_format)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from control.rules_schema import FunnelSpec, RulesFile
 from guardrails.spec import GuardrailsSpec, merge_guardrails
+from shadow.spec import ShadowConfig, compile_shadow, merge_shadow
 
 SIGNAL_NAMES = (
     "checkout_started", "order_placed", "payment_attempted", "payment_declined", "payment_failed",
@@ -18,6 +19,9 @@ class Rule:
     id: str
     countries: frozenset[str] | None  # None matches every country
     basis_points: int  # 0..10000
+    # the shadow of the requests this rule matches (the rule's own merged over the funnel's),
+    # or None: the funnel's applies
+    shadow: ShadowConfig | None = None
 
     def matches(self, country: str | None) -> bool:
         return self.countries is None or (country is not None and country in self.countries)
@@ -48,6 +52,7 @@ class Funnel:
     # catch-all, and that catch-all (rules after it can never match).
     by_country: dict[str, Rule] = field(default_factory=dict)
     catch_all: Rule | None = None
+    shadow: ShadowConfig | None = None  # the funnel's shadow parity section
 
     def rule_for(self, country: str | None) -> Rule | None:
         if country is not None:
@@ -55,6 +60,21 @@ class Funnel:
             if rule is not None:
                 return rule
         return self.catch_all
+
+    def shadow_for(self, country: str | None) -> ShadowConfig | None:
+        """The shadow of a request from `country`: its rule's, else the funnel's."""
+        rule = self.rule_for(country)
+        if rule is not None and rule.shadow is not None:
+            return rule.shadow
+        return self.shadow
+
+    def shadow_lines(self) -> list[str]:
+        """Human sentences of this funnel's shadow, for `rules diff`, `status`, `explain`:
+        the funnel's, then each rule that changes it. Empty when there is no shadow."""
+        lines = [f"{self.name}: {self.shadow.describe()}"] if self.shadow is not None else []
+        lines += [f"{self.name} / rule {r.id}: {r.shadow.describe()}"
+                  for r in self.rules if r.shadow is not None and r.shadow != self.shadow]
+        return lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +117,8 @@ def _compile_funnel(spec: FunnelSpec, defaults: GuardrailsSpec | None) -> Funnel
             id=r.id,
             countries=None if r.countries == "*" else frozenset(r.countries),
             basis_points=r.basis_points,
+            shadow=None if r.shadow is None else compile_shadow(merge_shadow(spec.shadow,
+                                                                             r.shadow)),
         )
         for r in spec.rules
     )
@@ -117,6 +139,7 @@ def _compile_funnel(spec: FunnelSpec, defaults: GuardrailsSpec | None) -> Funnel
         guardrails=_guardrails(defaults, spec.guardrails),
         by_country=by_country,
         catch_all=catch_all,
+        shadow=compile_shadow(spec.shadow),
     )
 
 
@@ -156,3 +179,29 @@ def compile_rules(spec: RulesFile, version: str) -> RuleSet:
         country_headers_b=tuple(h.lower().encode() for h in ctx.country_headers),
         session_header_b=ctx.session_header.lower().encode(),
     )
+
+
+def _shadow_text(config: ShadowConfig | None) -> str:
+    return "no shadow" if config is None else config.describe()
+
+
+def shadow_changes(old: RuleSet | None, new: RuleSet) -> list[str]:
+    """One sentence per funnel or rule whose shadow section changes, for `rules diff`."""
+    names = [f.name for f in new.funnels]
+    if old is not None:
+        names += [f.name for f in old.funnels if new.funnel(f.name) is None]
+    out: list[str] = []
+    for name in names:
+        before = old.funnel(name) if old is not None else None
+        after = new.funnel(name)
+        b = before.shadow if before is not None else None
+        a = after.shadow if after is not None else None
+        if a != b:
+            out.append(f"{name}: {_shadow_text(b)} -> {_shadow_text(a)}")
+        rules_b = {r.id: r.shadow for r in before.rules} if before is not None else {}
+        rules_a = {r.id: r.shadow for r in after.rules} if after is not None else {}
+        for rid in [*rules_a, *(r for r in rules_b if r not in rules_a)]:
+            rb, ra = rules_b.get(rid), rules_a.get(rid)
+            if ra != rb:
+                out.append(f"{name} / rule {rid}: {_shadow_text(rb)} -> {_shadow_text(ra)}")
+    return out

@@ -157,8 +157,11 @@ def _pydantic_issues(exc: ValidationError, lines: _LineMap) -> list[RuleIssue]:
 
 def _user_loc(raw: tuple[Any, ...]) -> Loc:
     """The loc of the user's data: pydantic inserts union members' type names ('list[...]',
-    "literal['*']") between parts; a user's own key can only be the last part."""
+    "literal['*']") between parts, and '[key]' after a mapping key that is invalid; a
+    user's own key can only be the last part."""
     parts = [p for p in raw if isinstance(p, str | int)]
+    if parts and parts[-1] == "[key]":  # a mapping's key is invalid: name the key itself
+        parts.pop()
     return tuple(p for i, p in enumerate(parts)
                  if not (isinstance(p, str) and "[" in p and i < len(parts) - 1))
 
@@ -193,6 +196,11 @@ def _semantic_issues(spec: RulesFile, lines: _LineMap) -> list[RuleIssue]:
             issues.append(RuleIssue(lines.source, lines.line_of(loc), format_loc(loc),
                                     "a funnel matches by 'header', 'path_prefix' or both"))
         for j, rule in enumerate(funnel.rules):
+            if funnel.shadow is None and rule.shadow is not None and rule.shadow.share is None:
+                loc = ("funnels", i, "rules", j, "shadow")
+                issues.append(RuleIssue(
+                    lines.source, lines.line_of(loc), format_loc(loc),
+                    "a rule's shadow needs a share when its funnel has no shadow section"))
             if isinstance(rule.countries, list):
                 dup([(("funnels", i, "rules", j, "countries", k), c)
                      for k, c in enumerate(rule.countries)], "country")

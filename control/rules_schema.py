@@ -15,6 +15,7 @@ import pycountry
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from guardrails.spec import GuardrailsSpec
+from shadow.spec import ShadowOverrideSpec, ShadowSpec
 
 HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
 IDENTIFIER = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
@@ -109,6 +110,10 @@ class RuleSpec(Strict):
     countries: list[CountryCode] | Literal["*"] = Field(min_length=1)
     percent: Decimal = Field(ge=0, le=100, decimal_places=2)
     note: str | None = None
+    shadow: ShadowOverrideSpec | None = Field(
+        None, description="Shadow parity of the requests this rule matches: each field set "
+        "here replaces the funnel's shadow field.",
+    )
 
     @property
     def basis_points(self) -> int:
@@ -125,6 +130,10 @@ class FunnelSpec(Strict):
     guardrails: GuardrailsSpec | None = Field(
         None, description="This funnel's guardrails; each section set here replaces the "
         "top-level default's section.",
+    )
+    shadow: ShadowSpec | None = Field(
+        None, description="Shadow parity: replay a share of the cart building legacy serves "
+        "to the core and compare the responses (docs/shadow.md).",
     )
 
 

@@ -2,7 +2,7 @@
 and what the dashboard shows (`GET /_strangler/api/status`).
 
 Read from the control store only (rules, kill switches, the guardrail monitor's last
-report), so every replica and the CLI see the same figures.
+report, the shadow parity summary), so every replica and the CLI see the same figures.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from control.operations import (
 from control.rules_loader import load_rules_text
 from control.store import ControlStore
 from guardrails.report import read_report
+from shadow.report import read_summary
+from shadow.spec import ShadowConfig
 
 
 def status_data(store: ControlStore) -> dict[str, Any]:
@@ -32,6 +34,7 @@ def status_data(store: ControlStore) -> dict[str, Any]:
     report = read_report(store)
     traffic = report.get("traffic", {})
     verdicts = report.get("funnels", {})
+    parity = shadow_summary(store).get("funnels", {})
     funnels: list[dict[str, Any]] = []
     if active is not None:
         rules = load_rules_text(active.text, str(active.version))
@@ -50,6 +53,17 @@ def status_data(store: ControlStore) -> dict[str, Any]:
                     "verdict": judged["verdict"],
                     "checks": {g["name"]: g["verdict"] for g in judged["guardrails"]},
                 },
+                # the shadow's configuration in sentences (the funnel's, then each rule
+                # that changes it; empty: no shadow), and its units' parity when compared
+                "shadow": {
+                    "lines": f.shadow_lines(),
+                    # per rule id: % of the units legacy serves whose cart building is
+                    # replayed to the core (the rule's shadow, else the funnel's), or None
+                    "percent_by_rule": {
+                        r.id: _shadow_percent(r.shadow if r.shadow is not None else f.shadow)
+                        for r in f.rules},
+                    "units": (parity.get(f.name) or {}).get("units"),
+                },
             })
     return {
         "rules_version": active.version if active else None,
@@ -62,6 +76,21 @@ def status_data(store: ControlStore) -> dict[str, Any]:
         "rules_files": rules_files(store),
         "rollouts": report.get("rollouts", []),
     }
+
+
+def _shadow_percent(config: ShadowConfig | None) -> float | None:
+    return None if config is None else config.percent
+
+
+def shadow_summary(store: ControlStore) -> dict[str, Any]:
+    """The shadow parity summary the proxy holding the monitor lease stores every tick
+    (`shadow.report.summarize`, with its `at`); {} when none was ever stored, or it is
+    unreadable."""
+    try:
+        summary = read_summary(store)
+    except ValueError:
+        return {}
+    return summary if isinstance(summary, dict) else {}
 
 
 def rules_files(store: ControlStore) -> list[dict[str, Any]]:

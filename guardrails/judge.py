@@ -12,7 +12,8 @@ wrong if one arm's sequence misses its true value). One-sided outcomes:
 - INSUFFICIENT: neither yet, or fewer than `min_samples` per arm. It never trips.
 
 The error budget is not a comparison but the SRE workbook's multiwindow, multi-burn-rate
-alert on the core's own errors. The sample-ratio check never trips the kill switch: its
+alert on the core's own errors (those a customer saw), plus a core that stays unreachable
+past a grace period while legacy serves its traffic. The sample-ratio check never trips the kill switch: its
 FAIL asks the caller to freeze rollouts (`FunnelJudgement.sample_ratio_mismatch`).
 """
 
@@ -23,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from guardrails.model import LATENCY_BOUNDS_MS, ArmStats, FunnelWindow, Verdict
+from guardrails.model import LATENCY_BOUNDS_MS, ArmStats, CoreReach, FunnelWindow, Verdict
 from guardrails.spec import (
     BurnWindowSpec,
     ConversionSpec,
@@ -96,13 +97,16 @@ def judge_funnel(
     cumulative: FunnelWindow,
     burn_windows: Mapping[float, FunnelWindow],
     configured_core_share: float | None,
+    reach: CoreReach | None = None,
+    now: float = 0.0,
 ) -> FunnelJudgement:
     """Judge one funnel.
 
     `cumulative` holds the counts since monitoring began (the always-valid comparisons and
     the sample-ratio check use it); `burn_windows` maps a window length in seconds to the
-    counts of that trailing window (see `GuardrailsSpec.burn_window_seconds`). The
-    sample-ratio check runs only when `configured_core_share` is known.
+    counts of that trailing window (see `GuardrailsSpec.burn_window_seconds`); `reach`
+    whether the core could be reached lately (as of `now`). The sample-ratio check runs
+    only when `configured_core_share` is known.
     """
     core, legacy, n_min = cumulative.core, cumulative.legacy, spec.min_samples
     alpha = comparison_alpha(spec)
@@ -114,7 +118,7 @@ def judge_funnel(
     if spec.latency_p95 is not None:
         results.append(judge_latency(spec.latency_p95, core, legacy, alpha, n_min))
     if spec.error_budget is not None:
-        results.append(judge_error_budget(spec.error_budget, burn_windows))
+        results.append(judge_error_budget(spec.error_budget, burn_windows, reach, now))
     if spec.sample_ratio is not None and configured_core_share is not None:
         results.append(judge_sample_ratio(spec.sample_ratio, core, legacy,
                                           configured_core_share, n_min))
@@ -270,23 +274,39 @@ def _quantile_evidence(q: QuantileBounds) -> dict[str, Any]:
 
 
 def judge_error_budget(
-    cfg: ErrorBudgetSpec, burn_windows: Mapping[float, FunnelWindow]
+    cfg: ErrorBudgetSpec, burn_windows: Mapping[float, FunnelWindow],
+    reach: CoreReach | None = None, now: float = 0.0,
 ) -> GuardrailResult:
     """FAIL when, for some alert, the core burns its budget faster than `burn_rate` in both
-    the long and the short window (Google SRE workbook, ch. 5, alert #6). A window with too
+    the long and the short window (Google SRE workbook, ch. 5, alert #6), or when the core
+    has been unreachable for `unreachable_grace` (`reach`, as of `now`). A window with too
     few core requests, or not supplied, leaves that alert INSUFFICIENT."""
     pairs = [_burn_pair(cfg, w, burn_windows) for w in cfg.windows]
     verdict = combine(Verdict(p["verdict"]) for p in pairs)
     decisive = max((p for p in pairs if p["verdict"] == verdict.value),
                    key=lambda p: p["slowest_burn"] / p["burn_rate"])
     core, legacy = decisive["core"]["long"], decisive["legacy"]["long"]
+    details = [p["detail"] for p in pairs]
+    evidence: dict[str, Any] = {
+        "method": "SRE multiwindow multi-burn-rate alert", "slo": cfg.slo,
+        "budget": cfg.budget, "min_requests": cfg.min_requests, "alerts": pairs}
+    bound: float | None = decisive["slowest_burn"] if decisive["slowest_burn"] >= 0 else None
+    threshold: float | None = decisive["burn_rate"]
+    if reach is not None:
+        seconds, failed_over = reach.unreachable_for(now)
+        down = seconds >= cfg.unreachable_grace
+        evidence["unreachable"] = {"seconds": round(seconds, 1), "requests": failed_over,
+                                   "grace_seconds": cfg.unreachable_grace, "fail": down}
+        if failed_over:
+            details.append(f"core unreachable for at least {seconds:.0f} s "
+                           f"({failed_over} requests failed over to legacy; grace "
+                           f"{_dur(cfg.unreachable_grace)})")
+        if down:
+            verdict, bound, threshold = Verdict.FAIL, seconds, cfg.unreachable_grace
     return GuardrailResult(
         "error_budget", verdict, core.get("error_rate"), legacy.get("error_rate"),
-        decisive["slowest_burn"] if decisive["slowest_burn"] >= 0 else None,
-        decisive["burn_rate"], core.get("requests", 0), legacy.get("requests", 0),
-        detail="; ".join(p["detail"] for p in pairs),
-        evidence={"method": "SRE multiwindow multi-burn-rate alert", "slo": cfg.slo,
-                  "budget": cfg.budget, "min_requests": cfg.min_requests, "alerts": pairs},
+        bound, threshold, core.get("requests", 0), legacy.get("requests", 0),
+        detail="; ".join(details), evidence=evidence,
     )
 
 

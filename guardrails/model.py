@@ -40,6 +40,7 @@ class ArmStats:
     payment_successes: int = 0  # orders placed
     payment_declines: int = 0
     rule_units: int = 0  # distinct units routed to this arm by a RULE decision
+    unreachable: int = 0  # requests that could not reach it (failed over, or OWNER 503s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,30 @@ class FunnelWindow:
     core: ArmStats
     legacy: ArmStats
     seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CoreReach:
+    """Whether the core could be reached, per fine telemetry bucket, oldest first: (bucket
+    start, requests the core answered, requests that could not reach it)."""
+
+    bucket_seconds: int
+    buckets: tuple[tuple[int, int, int], ...] = ()
+
+    def unreachable_for(self, now: float) -> tuple[float, int]:
+        """How long the core has been unreachable at least, and how many requests could not
+        reach it since: counted from the end of the first bucket after the last one in which
+        the core answered anything (conservative: the outage may be older, never younger).
+        (0, 0) when the core answered in the newest buckets, or when nothing has tried it
+        for two buckets (no evidence it is still down)."""
+        size = self.bucket_seconds
+        last_reached = max((s for s, r, _ in self.buckets if r > 0), default=None)
+        down = [(s, u) for s, _, u in self.buckets
+                if u > 0 and (last_reached is None or s > last_reached)]
+        if not down or max(s for s, _ in down) + 2 * size < now:
+            return 0.0, 0
+        first = min(s for s, _ in down)
+        return max(0.0, now - (first + size)), sum(u for _, u in down)
 
 
 class Verdict(StrEnum):

@@ -6,7 +6,8 @@ is decided once; every replica obeys it through the control store (pub/sub, then
 Each tick, for every funnel with guardrails:
 - the always-valid comparisons use counts since the funnel's monitoring epoch began (its
   routing last changed, or its kill switch was last cleared);
-- the error budget uses the SRE burn-rate windows, trailing from now;
+- the error budget uses the SRE burn-rate windows, trailing from now, and whether the core
+  could be reached over its grace period (failovers during a restart burn nothing);
 - a failure sets the kill switch (funnel or global, as configured) with the evidence,
   unless it is already set; the switch stays latched until a person clears it;
 - the report of the tick goes to the caller, which adds the rollouts (`control.rollout_driver`)
@@ -19,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -187,7 +189,12 @@ class GuardrailMonitor:
             epoch = {"digest": digest, "start": start}
             store.set_meta(key, json.dumps(epoch))
         cleared = [store.get_meta(f"unkilled_at:{s}") for s in (funnel.name, GLOBAL_SCOPE)]
-        return max([float(epoch["start"]), *(float(c) for c in cleared if c)])
+        # Counters are whole buckets: the epoch after an unkill starts at the next bucket's
+        # edge, so the failures that tripped the switch (maybe in the same bucket as the
+        # unkill) never count again. At most one bucket of fresh traffic is left out.
+        size = self.telemetry.bucket_seconds
+        return max([float(epoch["start"]),
+                    *(math.ceil(float(c) / size) * size for c in cleared if c)])
 
     def _check(self, rules: RuleSet, funnel: Funnel, now: float) -> dict[str, Any]:
         spec = funnel.guardrails
@@ -202,7 +209,11 @@ class GuardrailMonitor:
             for seconds in spec.burn_window_seconds()
         }
         share = expected_core_share(funnel, telemetry.rule_units(funnel.name, since, now))
-        judgement = self.judge(spec, cumulative, burn, share)
+        reach = None
+        if spec.error_budget is not None:  # enough past to see a whole grace period
+            horizon = spec.error_budget.unreachable_grace + 3 * telemetry.bucket_seconds
+            reach = telemetry.reach(funnel.name, max(now - horizon, since), now)
+        judgement = self.judge(spec, cumulative, burn, share, reach, now)
         self._export(funnel.name, judgement)
         entry: dict[str, Any] = {
             "verdict": judgement.verdict.value, "trips": judgement.trips,

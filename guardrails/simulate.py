@@ -263,6 +263,93 @@ def simulate_srm(
                       statistics.median(hits) if hits else None)
 
 
+# -- deploys and outages of the core -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """The core refuses connections during each gap (start, end) in seconds; every request
+    routed to it then fails over to legacy, and the customer is served."""
+
+    name: str
+    gaps: tuple[tuple[float, float], ...]
+    expect_trip: bool
+
+
+ROLLING_RESTART = Outage(  # four instances one after another, and a second deploy later
+    "rolling restart (6 gaps of 2-3 s)",
+    ((60, 62.5), (66, 69), (73, 75.5), (80, 83), (300, 303), (307, 309.5)), False)
+CORE_DOWN = Outage("core down for 60 s", ((120, 180),), True)
+OUTAGES = (ROLLING_RESTART, CORE_DOWN)
+
+
+@dataclass(frozen=True, slots=True)
+class OutageRun:
+    outage: Outage
+    rate: float
+    failed_over: int
+    longest_unreachable: float  # seconds, as the judge measured it
+    tripped_at: float | None  # seconds from the start
+
+
+def simulate_outage(outage: Outage, rate: float, seconds: float = 600.0,
+                    spec: GuardrailsSpec | None = None, bucket_seconds: int = 10,
+                    tick_seconds: float = 5.0) -> OutageRun:
+    """Requests at `rate` per second through the proxy's telemetry recorder into memory
+    telemetry, on a fake clock, judged every `tick_seconds` as the monitor does (the error
+    budget's burn windows and the core's reachability). The core is otherwise healthy."""
+    from control.decision import Backend, Reason
+    from guardrails.judge import judge_error_budget
+    from guardrails.telemetry import MemoryTelemetry, TelemetryRecorder
+    from proxy.outcome import RequestOutcome
+
+    cfg = (spec or GuardrailsSpec()).error_budget
+    assert cfg is not None, "the error budget is switched off"
+    t0 = 1_800_000_000.0
+    clock = [t0]
+    telemetry = MemoryTelemetry(bucket_seconds)
+    recorder = TelemetryRecorder(bucket_seconds, clock=lambda: clock[0])
+
+    def outcome(backend: str, reason: Reason, status: int, error: str | None) -> RequestOutcome:
+        return RequestOutcome("f", "IE", "u", Backend(backend), reason, "GET", "/carts/x",
+                              status, 0.02, error, ())
+
+    served = outcome("core", Reason.RULE, 200, None)
+    failover = (outcome("core", Reason.FAILOVER, 503, "connect"),
+                outcome("legacy", Reason.FAILOVER, 200, None))
+    failed_over, longest, next_tick, t = 0, 0.0, tick_seconds, 0.0
+    windows = sorted({x for w in cfg.windows for x in (w.long, w.short)})
+    while t < seconds:
+        t += 1.0 / rate
+        clock[0] = t0 + t
+        down = any(a <= t < b for a, b in outage.gaps)
+        failed_over += down
+        for o in failover if down else (served,):
+            recorder.observe(o)
+        if t >= next_tick:
+            next_tick += tick_seconds
+            telemetry.add(recorder.drain())
+            now = clock[0]
+            burn = {w: telemetry.window("f", now - w, now) for w in windows}
+            horizon = cfg.unreachable_grace + 3 * bucket_seconds
+            reach = telemetry.reach("f", now - horizon, now)
+            longest = max(longest, reach.unreachable_for(now)[0])
+            if judge_error_budget(cfg, burn, reach, now).verdict is Verdict.FAIL:
+                return OutageRun(outage, rate, failed_over, longest, t)
+    return OutageRun(outage, rate, failed_over, longest, None)
+
+
+def format_outages(runs: Sequence[OutageRun], grace: float) -> str:
+    columns = (f"{'scenario':<36} {'req/s':>6} {'failed over':>12} {'longest down':>13} "
+               f"{'tripped at':>11}")
+    lines = [f"error budget with failovers (unreachable_grace {grace:g} s)", columns]
+    for r in runs:
+        tripped = "-" if r.tripped_at is None else f"{r.tripped_at:.0f} s"
+        lines.append(f"{r.outage.name:<36} {r.rate:>6g} {r.failed_over:>12} "
+                     f"{r.longest_unreachable:>11.0f} s {tripped:>11}")
+    return "\n".join(lines)
+
+
 # -- the command ---------------------------------------------------------------------------
 
 
@@ -314,6 +401,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     srm = simulate_srm(args.detect_runs, 2 * config.samples, 2 * config.look_every,
                        config.spec, 0.45, args.seed)
     print(format_table(config, summaries, srm))
+    runs = [simulate_outage(o, rate, spec=config.spec) for o in OUTAGES for rate in (2, 10)]
+    assert config.spec.error_budget is not None
+    print("\n" + format_outages(runs, config.spec.error_budget.unreachable_grace))
     print(f"\n{time.perf_counter() - started:.0f} s")
     return 0
 

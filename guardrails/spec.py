@@ -101,11 +101,17 @@ def _default_windows() -> list[BurnWindowSpec]:
 class ErrorBudgetSpec(Strict):
     """An availability SLO for the core, alerting as in the Google SRE workbook (ch. 5,
     "Alerting on SLOs", multiwindow multi-burn-rate alerts). A window with fewer than
-    `min_requests` core requests is not judged."""
+    `min_requests` core requests is not judged.
+
+    Only errors a customer saw burn the budget. A request the core could not take (refused
+    connection) that legacy then served is a failover: the customer was served, so a
+    rolling restart of the core burns nothing. Failovers fail this guardrail only when the
+    core stays unreachable for `unreachable_grace` (no request reached it meanwhile)."""
 
     slo: float = Field(0.995, gt=0, lt=1)
     windows: list[BurnWindowSpec] = Field(default_factory=_default_windows, min_length=1)
     min_requests: int = Field(100, ge=1)
+    unreachable_grace: Duration = 30.0
 
     @model_validator(mode="after")
     def _reachable(self) -> ErrorBudgetSpec:

@@ -4,6 +4,13 @@ Bounded whatever the traffic does, like `MemoryTelemetry`:
 - counters: one hash per (bucket size, bucket start, funnel, arm), a field per country and
   counter; their number grows with time, not with requests, and each expires after the
   retention;
+- payment attempts: a small hash per (funnel, arm, attempt), whose key is a digest of the
+  attempt (its path and Idempotency-Key), holding where it began and what it counted; a
+  script merges each new outcome into it and adjusts the counters of the bucket where the
+  attempt began (`guardrails.telemetry.merge_attempt`), atomically, so a retry that lands
+  on another replica is still the same attempt. Each is kept an hour (`ATTEMPT_TTL`), and
+  at most `attempt_budget` new ones an hour are kept: past it, an attempt counts as an
+  outcome without a key would (so at most two budgets of keys exist, whatever the traffic);
 - units: sorted sets per (kind, funnel, arm), member the unit, score when first seen. All
   of them together hold at most `max_units` entries. Above it, every replica keeps a uniform
   sample of units by hash: units whose hash (`guardrails.telemetry.unit_hash`) is in the
@@ -20,13 +27,14 @@ Bounded whatever the traffic does, like `MemoryTelemetry`:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 
 import redis
 
 from control.store.base import StoreUnavailable
-from guardrails.model import ArmStats, FunnelWindow
+from guardrails.model import ArmStats, CoreReach, FunnelWindow
 from guardrails.telemetry import (
     ARMS,
     COARSE_SECONDS,
@@ -44,6 +52,8 @@ log = logging.getLogger("strangler.guardrails")
 PREFIX = "strangler:tm"
 K_SAMPLE = f"{PREFIX}:sample"
 K_UNIT_KEYS = f"{PREFIX}:unit-keys"
+ATTEMPT_TTL = 3600  # a retry or replay of a payment an hour later counts as a new attempt
+ATTEMPT_BUDGET = 25_000  # new payment attempts remembered per ATTEMPT_TTL, over all replicas
 
 # KEYS: the sample level, the set of unit keys, a unit key. ARGV: the TTL, then
 # (hash, first seen, unit) triples. Adds the units in the sample; returns the level.
@@ -81,16 +91,63 @@ return level
 """
 
 
+# KEYS: the attempt's hash, the budget counter of this period. ARGV: the counters' TTL, fine
+# size, coarse size, counter key prefix (up to the size), funnel, arm, the attempt's TTL, the
+# budget (new attempts a period), then the outcome: bucket start, country, attempted (0/1),
+# result ("ok", "dec" or ""). Merges as `merge_attempt` does and adds the difference to the
+# counters of the buckets where the attempt began (keys built here: one Redis, not a
+# cluster). Past the period's budget a new attempt is counted but not remembered (as an
+# outcome without a key), so no traffic can grow the attempts past 2 budgets of keys.
+_MERGE_ATTEMPT = """
+local ttl, fine, coarse = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local prefix, funnel, arm = ARGV[4], ARGV[5], ARGV[6]
+local attempt_ttl, budget = tonumber(ARGV[7]), tonumber(ARGV[8])
+local start, country, att, result = tonumber(ARGV[9]), ARGV[10], ARGV[11], ARGV[12]
+local cur = redis.call('HMGET', KEYS[1], 'b', 'c', 'att', 'res')
+local delta = {}
+if not cur[1] then
+  local spent = redis.call('INCR', KEYS[2])
+  if spent == 1 then redis.call('EXPIRE', KEYS[2], attempt_ttl * 2) end
+  if spent <= budget then
+    redis.call('HSET', KEYS[1], 'b', start, 'c', country, 'att', att, 'res', result)
+    redis.call('EXPIRE', KEYS[1], attempt_ttl)
+  end
+  if att == '1' then delta['pay_att'] = 1 end
+  if result ~= '' then delta['pay_' .. result] = 1 end
+else
+  start, country = tonumber(cur[1]), cur[2]
+  if cur[3] ~= '1' and att == '1' then
+    delta['pay_att'] = 1
+    redis.call('HSET', KEYS[1], 'att', '1')
+  end
+  if cur[4] == '' and result ~= '' then
+    delta['pay_' .. result] = 1
+    redis.call('HSET', KEYS[1], 'res', result)
+  end
+end
+for _, size in ipairs({fine, coarse}) do
+  local key = prefix .. size .. ':' .. (start - start % size) .. ':' .. funnel .. ':' .. arm
+  for name, n in pairs(delta) do
+    redis.call('HINCRBY', key, country .. '|' .. name, n)
+  end
+  if next(delta) ~= nil then redis.call('EXPIRE', key, ttl + coarse) end
+end
+return 0
+"""
+
+
 class RedisTelemetry:
     def __init__(self, url: str, bucket_seconds: int, retention: int = 7 * 3600,
-                 max_units: int = 50_000) -> None:
+                 max_units: int = 50_000, attempt_budget: int = ATTEMPT_BUDGET) -> None:
         self.bucket_seconds = bucket_seconds
+        self.attempt_budget = attempt_budget
         self.retention = retention
         self.max_units = max_units
         self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2,
                                            decode_responses=True)
         self._add_sampled = self.client.register_script(_ADD_SAMPLED)
         self._raise_level = self.client.register_script(_RAISE_LEVEL)
+        self._merge_attempt = self.client.register_script(_MERGE_ATTEMPT)
         self._last_trim = 0.0
         self.sample_shift = 0
         """The shared sample level last seen: units are kept when `in_sample(hash, level)`."""
@@ -101,6 +158,10 @@ class RedisTelemetry:
     def _unit_key(self, kind: str, funnel: str, arm: str) -> str:
         return f"{PREFIX}:u:{kind}:{funnel}:{arm}"
 
+    def _attempt_key(self, funnel: str, arm: str, attempt: str) -> str:
+        digest = hashlib.sha256(attempt.encode()).hexdigest()[:24]
+        return f"{PREFIX}:a:{funnel}:{arm}:{digest}"
+
     def add(self, batch: Batch) -> None:
         try:
             pipe = self.client.pipeline(transaction=False)
@@ -110,6 +171,15 @@ class RedisTelemetry:
                     for name, value in counts.items():
                         pipe.hincrby(key, f"{country}|{name}", value)
                     pipe.expire(key, self.retention + COARSE_SECONDS)
+            period = int(time.time() // ATTEMPT_TTL)
+            for (funnel, arm, attempt), event in batch.attempts.items():
+                self._merge_attempt(
+                    keys=[self._attempt_key(funnel, arm, attempt),
+                          f"{PREFIX}:a-budget:{period}"],
+                    args=[self.retention, self.bucket_seconds, COARSE_SECONDS,
+                          f"{PREFIX}:c:", funnel, arm, ATTEMPT_TTL, self.attempt_budget,
+                          event.start, event.country, int(event.attempted), event.result],
+                    client=pipe)
             for (kind, funnel, arm), units in batch.units.items():
                 self._add_units(pipe, self._unit_key(kind, funnel, arm), units)
                 if kind.startswith("rule:"):
@@ -256,6 +326,28 @@ class RedisTelemetry:
             for country, counts in per_country.items():
                 out.setdefault(country, {})[arm] = arm_stats(counts, {})
         return out
+
+    def reach(self, funnel: str, since: float, until: float) -> CoreReach:
+        size = self.bucket_seconds
+        starts = bucket_starts(since, until, size)
+        pipe = self.client.pipeline(transaction=False)
+        for start in starts:
+            pipe.hgetall(self._counter_key(size, start, funnel, "core"))
+        try:
+            rows = pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"telemetry: {exc}") from exc
+        buckets = []
+        for start, row in zip(starts, rows, strict=True):
+            reached = unreach = 0
+            for name, value in row.items():
+                counter = name.split("|", 1)[1]
+                if counter == "reached":
+                    reached += int(value)
+                elif counter == "unreach":
+                    unreach += int(value)
+            buckets.append((start, reached, unreach))
+        return CoreReach(size, tuple(buckets))
 
     def close(self) -> None:
         self.client.close()

@@ -6,6 +6,7 @@ import argparse
 
 import uvicorn
 
+import logformat
 from legacy_stub.app import create_app
 from legacy_stub.config import LegacySettings
 
@@ -15,9 +16,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m legacy_stub", description=__doc__)
     parser.add_argument("--host", default=defaults.host)
     parser.add_argument("--port", type=int, default=defaults.port)
+    logformat.add_argument(parser)
     args = parser.parse_args(argv)
+    logformat.configure(logformat.from_args(parser, args), level="WARNING")
     settings = defaults.model_copy(update={"host": args.host, "port": args.port})
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+    # log_config=None: uvicorn's loggers keep the configuration above
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
 
 
 if __name__ == "__main__":

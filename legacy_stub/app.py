@@ -9,6 +9,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+import otelsetup
 from legacy_stub.admin import admin_routes
 from legacy_stub.catalog import load_catalog
 from legacy_stub.config import LegacySettings
@@ -39,6 +40,16 @@ class BackendNameMiddleware:
         await self.app(scope, receive, send_named)
 
 
+def _tracing(settings: LegacySettings) -> list[Middleware]:
+    """With LEGACY_STUB_OTEL on, the OpenTelemetry server span of each request, first."""
+    if not otelsetup.enabled(settings.otel):
+        return []
+    otelsetup.require("LEGACY_STUB_OTEL")
+    from otelsetup.asgi import middleware
+
+    return middleware("legacy-stub")
+
+
 def create_app(settings: LegacySettings | None = None, *, sleep: Sleep | None = None) -> Starlette:
     """The legacy monolith's stand-in. `sleep` replaces `asyncio.sleep` for latency (tests)."""
     settings = settings or LegacySettings()
@@ -49,6 +60,7 @@ def create_app(settings: LegacySettings | None = None, *, sleep: Sleep | None = 
     app = Starlette(
         routes=[*ContractEndpoints(service).routes(), *admin_routes(injector)],
         middleware=[
+            *_tracing(settings),
             Middleware(BackendNameMiddleware),
             Middleware(FaultMiddleware, injector=injector),
         ],

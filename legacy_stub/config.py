@@ -32,3 +32,6 @@ class LegacySettings(BaseSettings):
     seed: int | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8082, ge=0, le=65_535)
+    otel: bool = False
+    """OpenTelemetry server spans (the `[otel]` extra), continuing the proxy's traceparent;
+    exported as the standard OTEL_* variables say (docs/deploy.md, Tracing)."""

@@ -19,6 +19,7 @@ from admin.access import is_admin_path, is_dashboard_path, on_port
 from admin.app import create_admin_app
 from control.decision import Backend, Decision, Reason, RequestContext, decide, is_killed
 from control.rules import RuleSet
+from proxy.access_log import trace_id_from_headers
 from proxy.context import extract_context, forward_path, normalize_path
 from proxy.forward import (
     BodyTooLarge,
@@ -39,6 +40,9 @@ from proxy.override import apply_override, forced_backend
 from proxy.problems import send_problem
 from proxy.runtime import ProxyRuntime
 from proxy.server_protocol import ABORT, HttpLimits
+from proxy.trace_context import CURRENT_TRACE_ID
+from shadow.mirror import MirrorJob
+from shadow.selection import mirrorable_decision, select_request
 
 log = logging.getLogger("strangler.proxy")
 
@@ -71,9 +75,13 @@ class ProxyApp:
         self.trust_all_countries = settings.trust_country_headers == "always"
         self._stale = False
         self._named: tuple[RuleSet | None, frozenset[str]] = (None, frozenset())
+        self._shadowed: tuple[RuleSet | None, frozenset[str]] = (None, frozenset())
+        self.draining = False  # the server began to shut down: /readyz answers 503
+        # the access log's trace id from the client's traceparent (unless tracing set one)
+        self.trace_from_header = settings.access_log > 0
         self.admin_app = create_admin_app(
             store=runtime.store, metrics_text=runtime.metrics.render, health=self.health,
-            rules=lambda: runtime.snapshot.rules,
+            unready=self.unready_reason, rules=lambda: runtime.snapshot.rules,
             local_report=lambda: runtime.monitor.last_report, telemetry=runtime.telemetry,
             token=settings.admin_token, body_idle_timeout=settings.body_idle_timeout,
         )
@@ -108,6 +116,7 @@ class ProxyApp:
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                self.begin_draining()
                 await self.rt.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -130,6 +139,18 @@ class ProxyApp:
         if self.state_is_stale():
             state["status"] = "degraded"
         return state
+
+    def begin_draining(self) -> None:
+        """The server stops accepting and drains (SIGTERM): no longer ready. Called by the
+        server's protocol (`proxy.server_protocol`) as the shutdown begins."""
+        self.draining = True
+
+    def unready_reason(self) -> str | None:
+        """Why /readyz answers 503 (None: ready): draining, or no routing state yet; never
+        the control store's health (`ProxyRuntime.unready_reason`)."""
+        if self.draining:
+            return "draining: the server is shutting down"
+        return self.rt.unready_reason()
 
     # -- the hot path ------------------------------------------------------------------------
 
@@ -193,6 +214,8 @@ class ProxyApp:
     async def proxy(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         started = time.perf_counter()
         headers: list[tuple[bytes, bytes]] = scope["headers"]
+        if self.trace_from_header and CURRENT_TRACE_ID.get() is None:
+            CURRENT_TRACE_ID.set(trace_id_from_headers(headers))
         problem = framing_problem(scope.get("http_version", "1.1"), headers)
         if problem is not None:
             log.warning("rejected %s %s: %s", scope["method"], scope["path"], problem)
@@ -256,7 +279,43 @@ class ProxyApp:
         except ForwardFailed as failed:
             await self._reply_failure(send, ctx, failed.decision, failed.error, started, scope)
             return
-        await self._stream_response(scope, send, ctx, decision, response, started)
+        answer = await self._stream_response(scope, send, ctx, decision, response, started)
+        if answer is not None and decision.backend is Backend.LEGACY and (
+            ctx.funnel is not None and ctx.funnel.name in self._shadowed_funnels()
+        ):
+            self._mirror(scope, ctx, decision, body, response, answer)
+
+    def _shadowed_funnels(self) -> frozenset[str]:
+        """The funnels with a shadow section (theirs or a rule's) in the active rules."""
+        rules = self.rt.snapshot.rules
+        if rules is not self._shadowed[0]:
+            self._shadowed = (rules, frozenset(
+                f.name for f in rules.funnels
+                if f.shadow is not None or any(r.shadow is not None for r in f.rules)
+            ) if rules is not None else frozenset())
+        return self._shadowed[1]
+
+    def _mirror(self, scope: dict[str, Any], ctx: RequestContext, decision: Decision,
+                body: RequestBody | None, response: Response, answer: bytes) -> None:
+        """Hand a request legacy served to the shadow mirror, after its answer went out
+        (docs/shadow.md): only when the funnel's shadow selects it, and only what was held
+        whole (the request body read ahead, the response read before it was relayed)."""
+        if not mirrorable_decision(decision):
+            return
+        method: str = scope["method"]
+        selection = select_request(ctx.funnel, ctx.country, ctx.unit, method, ctx.path)
+        if selection is None or ctx.funnel is None:
+            return
+        if body is not None and body.more:  # streamed on to legacy: not held, not mirrored
+            self.rt.mirror.recorder.dropped(ctx.funnel.name, "too_large")
+            self.rt.metrics.shadow_dropped(ctx.funnel.name, "too_large")
+            return
+        headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in scope["headers"]]
+        encoding = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in response.raw_headers
+                    if n.lower() == b"content-encoding"]
+        self.rt.mirror.submit(MirrorJob(
+            ctx.funnel.name, ctx.unit, selection, method, headers,
+            body.first if body is not None else b"", response.status, answer, encoding))
 
     async def _request_body(self, receive: Any, length: int | None) -> RequestBody:
         """The client's body within the body timeouts: read whole first when it fits in
@@ -303,8 +362,10 @@ class ProxyApp:
             raise ForwardFailed(exc, decision) from exc
 
     def _count_core_failure(self, ctx: RequestContext, method: str, exc: UpstreamError) -> None:
-        """The core failed a request that legacy then served: the failure is the core's,
-        in the metrics and in the guardrails' error budget (as a FAILOVER, not a rule unit)."""
+        """The core could not be reached and legacy then serves the request: the core's
+        upstream errors metric counts it, and the guardrails see a failover (not an error a
+        customer saw: it burns no error budget unless the core stays unreachable past the
+        grace period, see guardrails.telemetry)."""
         self.rt.observe(RequestOutcome(
             funnel=ctx.funnel.name if ctx.funnel is not None else "-",
             country=self.recorded_country(ctx.country), unit=ctx.unit, backend=Backend.CORE,
@@ -315,7 +376,9 @@ class ProxyApp:
     async def _stream_response(
         self, scope: dict[str, Any], send: Any, ctx: RequestContext, decision: Decision,
         response: Response, started: float,
-    ) -> None:
+    ) -> bytes | None:
+        """Relay the response; its body when it was read whole before it was relayed (and
+        relayed without error), for the shadow mirror."""
         status: int = response.status
         name = decision.backend.value
         try:  # a small body is read before the answer starts: a failure is still a 502
@@ -326,7 +389,7 @@ class ProxyApp:
             response.release()
             failure = exc if isinstance(exc, UpstreamError) else upstream_error(name, exc)
             await self._reply_failure(send, ctx, decision, failure, started, scope)
-            return
+            return None
         out = downstream_response_headers(response.raw_headers, self.via)
         if status in NO_BODY_STATUS:  # a Content-Length there counts no byte of this message
             out = [(name, value) for name, value in out if name != b"content-length"]
@@ -348,6 +411,7 @@ class ProxyApp:
         finally:
             response.release()
             await self._finish(scope, ctx, decision, status, started, error)
+        return body if error is None else None
 
     async def _stream_body(
         self, scope: dict[str, Any], send: Any, ctx: RequestContext, decision: Decision,
@@ -395,9 +459,12 @@ class ProxyApp:
         funnel = ctx.funnel
         signals: tuple[str, ...] = ()
         method = scope["method"]
+        attempt = None
         if funnel is not None:
             signals = tuple(s.name for s in funnel.signals if s.matches(method, ctx.path, status))
             await self.rt.track_unit(funnel, ctx.unit, decision, status, signals)
+            if signals:  # a retry or replay with the same key is the same payment attempt
+                attempt = _attempt(ctx.path, scope["headers"])
         self.rt.observe(RequestOutcome(
             funnel=funnel.name if funnel is not None else "-",
             country=self.recorded_country(ctx.country),
@@ -410,6 +477,9 @@ class ProxyApp:
             duration=time.perf_counter() - started,
             upstream_error=upstream_error,
             signals=signals,
+            attempt=attempt,
+            rule=decision.rule_id,
+            rules_version=decision.rules_version,
         ))
 
 
@@ -426,6 +496,15 @@ def _body_framing(headers: list[tuple[bytes, bytes]]) -> tuple[bool, int | None]
                 return True, None
             return length > 0, length
     return False, None
+
+
+def _attempt(path: str, headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The payment attempt a request makes: its path (which names the checkout) and its
+    Idempotency-Key; None without a key (then each request counts on its own)."""
+    for name, value in headers:
+        if name == b"idempotency-key":
+            return f"{path}#{value.decode('latin-1')}"
+    return None
 
 
 def _read_first(scope: dict[str, Any], response: Response) -> bool:

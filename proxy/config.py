@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _access_log_rate(value: object) -> object:
+    """`off` (0), `on` (1), or the share of requests logged, as a number."""
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in ("off", "false", "no", "0", ""):
+            return 0.0
+        if word in ("on", "true", "yes", "1"):
+            return 1.0
+    return value
+
+
+AccessLogRate = Annotated[float, BeforeValidator(_access_log_rate), Field(ge=0, le=1)]
 
 
 class ProxySettings(BaseSettings):
@@ -55,6 +69,18 @@ class ProxySettings(BaseSettings):
     guard_interval: float = Field(5.0, gt=0, description="seconds between guardrail checks")
     guard_webhook_url: str | None = Field(None, description="POSTed the evidence of a trip")
     session_cookie_max_age: int = 86_400
+    shadow_queue: int = Field(
+        10_000, ge=1, description="mirrored requests (shadow parity) queued on this replica "
+        "at most; above, new ones are dropped and counted (docs/shadow.md)")
+    shadow_concurrency: int = Field(4, ge=1, le=256, description="units mirrored at once")
+    shadow_timeout: float = Field(5.0, gt=0, description="seconds a mirrored request may "
+                                  "take at the core before it counts as an error")
+    shadow_id_ttl: float = Field(3600.0, gt=0, description="seconds a unit's legacy id -> "
+                                 "core id map is kept after its last new id")
+    otel: bool = Field(
+        False, description="OpenTelemetry tracing (the [otel] extra), exported over OTLP "
+        "HTTP as the standard OTEL_* variables say (docs/deploy.md, Tracing); off: nothing of "
+        "opentelemetry is loaded")
 
     # reliability and security (docs/reliability.md)
     max_header_bytes: int = Field(32_768, ge=1024, description="request head limit; above: 431")
@@ -73,3 +99,7 @@ class ProxySettings(BaseSettings):
         None, description="enables X-Checkout-Force with X-Checkout-Force-Token")
     admin_port: int | None = Field(None, ge=1, le=65535, description="serve admin paths here only")
     admin_token: str | None = Field(None, description="Bearer token required by admin paths")
+
+    access_log: AccessLogRate = Field(
+        0.0, description="one log line per proxied request (logger strangler.access): off "
+        "(the default), on, or the share of requests logged, such as 0.01")

@@ -16,9 +16,12 @@ DECISION_HEADERS = frozenset({b"x-checkout-backend", b"x-checkout-decision"})
 # The QA override (proxy.override) is for the proxy only: never forwarded.
 OVERRIDE_HEADERS = frozenset({b"x-checkout-force", b"x-checkout-force-token"})
 FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
+# Only the proxy's mirror marks a request as shadow traffic (docs/shadow.md): a client that
+# sent it would have its real cart treated as a shadow one by the core.
+SHADOW_HEADER = b"x-checkout-shadow"
 
 
-_REQUEST_DROP = HOP_BY_HOP | DECISION_HEADERS | OVERRIDE_HEADERS | {b"host"}
+_REQUEST_DROP = HOP_BY_HOP | DECISION_HEADERS | OVERRIDE_HEADERS | {b"host", SHADOW_HEADER}
 _REQUEST_DROP_UNTRUSTED = _REQUEST_DROP | FORWARDED
 _RESPONSE_DROP = HOP_BY_HOP | DECISION_HEADERS
 

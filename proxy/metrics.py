@@ -40,6 +40,16 @@ class ProxyMetrics:
             "strangler_upstream_errors_total", "Upstream failures and 5xx responses",
             ["backend", "funnel", "kind"], registry=r,
         )
+        self.shadow_comparisons = Counter(
+            "strangler_shadow_comparisons_total", "Mirrored requests compared with legacy's "
+            "answer (shadow parity), by result: match or mismatch",
+            ["funnel", "route", "result"], registry=r,
+        )
+        self.shadow_drops = Counter(
+            "strangler_shadow_dropped_total", "Mirrored requests dropped before a comparison, "
+            "by reason (queue_full, too_large, unmapped, legacy_error, error, stopped)",
+            ["funnel", "reason"], registry=r,
+        )
         self.signals = Counter(
             "strangler_signals_total", "Business signals recognised from responses",
             ["backend", "funnel", "signal"], registry=r,
@@ -89,8 +99,19 @@ class ProxyMetrics:
             registry=r,
         )
 
+    def shadow_compared(self, funnel: str, route: str, matched: bool) -> None:
+        """A mirrored request compared (shadow.mirror's on_compared)."""
+        self.shadow_comparisons.labels(funnel, route, "match" if matched else "mismatch").inc()
+
+    def shadow_dropped(self, funnel: str, reason: str) -> None:
+        """A mirrored request dropped (shadow.mirror's on_dropped)."""
+        self.shadow_drops.labels(funnel, reason).inc()
+
     def observe(self, o: RequestOutcome) -> None:
         backend = o.backend.value
+        if o.failed_over:  # legacy served it (its own outcome counts the request)
+            self.errors.labels(backend, o.funnel, o.upstream_error or "connect").inc()
+            return
         key = (backend, o.funnel, o.reason, o.status // 100)
         children = self._children.get(key)
         if children is None:  # labels() costs a lock and a dict build: cache the children

@@ -14,7 +14,7 @@ from typing import Any
 
 from control.decision import Backend, Decision
 from control.lastknown import StateCache
-from control.operations import ControlSnapshot
+from control.operations import ControlSnapshot, snapshot_of
 from control.rollout_driver import RolloutDriver
 from control.rules import Funnel, RuleSet
 from control.store import ControlStore, StoreUnavailable, open_store
@@ -24,14 +24,21 @@ from guardrails.lease import LocalLease, RedisLease
 from guardrails.monitor import GuardrailMonitor, no_alert
 from guardrails.report import store_report
 from guardrails.telemetry import MemoryTelemetry, TelemetryRecorder, TelemetryStore
+from proxy.access_log import AccessLog
 from proxy.config import ProxySettings
-from proxy.forward import BackendConfig, Upstream
+from proxy.forward import BackendConfig, RequestBody, Upstream
 from proxy.headers import TrustedProxies
 from proxy.metrics import ProxyMetrics
 from proxy.outcome import OutcomeObserver, RequestOutcome
 from proxy.sticky import LocalSticky, StickyStore, starts_checkout
+from shadow.idmap import IdMap, MemoryIdMap
+from shadow.mirror import Headers, Mirror, MirrorSettings
+from shadow.report import MemoryShadowReport, ShadowStore, store_summary
 
 log = logging.getLogger("strangler.proxy")
+
+# The state of a store with no rules applied: everything to legacy, on purpose.
+NO_RULES = snapshot_of(0, None, frozenset()).rules_error
 
 
 def tune_malloc() -> bool:
@@ -75,8 +82,11 @@ class ProxyRuntime:
         self.recorder = TelemetryRecorder(settings.telemetry_bucket_seconds)
         self.telemetry = telemetry or self._telemetry_store()
         self.observers: list[OutcomeObserver] = [self.metrics, self.recorder]
+        if settings.access_log > 0:  # off: not even an observer, the hot path pays nothing
+            self.observers.append(AccessLog(settings.access_log))
         self.trusted = TrustedProxies(settings.trusted_proxies)
         self.snapshot = ControlSnapshot(0, None, frozenset(), "not loaded yet")
+        self.state_known = False  # a routing state was published (store or state cache)
         self.sticky = sticky or self._sticky_store()
         self._upstreams = {
             Backend.CORE: Upstream(BackendConfig(
@@ -102,6 +112,14 @@ class ProxyRuntime:
             self.store, rules_file, self.set_snapshot, poll_interval=settings.poll_interval,
             metrics=self.metrics, redis_url=settings.redis_url, may_restore=self.lease.hold,
             cache=StateCache(state_cache_path(settings)),
+        )
+        self.shadow_report = self._shadow_report()
+        self.mirror = Mirror(
+            self._shadow_send, self._shadow_idmap(), self.shadow_report,
+            MirrorSettings(max_queue=settings.shadow_queue,
+                           concurrency=settings.shadow_concurrency,
+                           send_timeout=settings.shadow_timeout),
+            on_compared=self.metrics.shadow_compared, on_dropped=self.metrics.shadow_dropped,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.durability: str | None = None
@@ -133,8 +151,43 @@ class ProxyRuntime:
             return RedisTelemetry(self.traffic_redis_url, bucket, max_units=max_units)
         return MemoryTelemetry(bucket, max_units=max_units)
 
+    def _shadow_idmap(self) -> IdMap:
+        """Legacy id -> core id per unit: in Redis when there is one, so that a unit's
+        requests may be mirrored by any replica (docs/shadow.md)."""
+        ttl = self.settings.shadow_id_ttl
+        if self.traffic_redis_url:
+            from shadow.idmap_redis import RedisIdMap
+
+            return RedisIdMap(self.traffic_redis_url, ttl=ttl)
+        return MemoryIdMap(ttl=ttl)
+
+    def _shadow_report(self) -> ShadowStore:
+        if self.traffic_redis_url:
+            from shadow.report_redis import RedisShadowReport
+
+            return RedisShadowReport(self.traffic_redis_url)
+        return MemoryShadowReport()
+
+    async def _shadow_send(self, method: str, path: str, headers: list[tuple[str, str]],
+                           body: bytes) -> tuple[int, Headers, bytes]:
+        """A mirrored request, straight to the core: no decision, no telemetry, no metrics of
+        customer traffic (shadow traffic never reaches the guardrails)."""
+        payload = RequestBody(_no_receive, len(body) + 1, body, more=False) if body else None
+        response = await self.upstream(Backend.CORE).send(method, path, headers, payload)
+        try:
+            raw = await response.read()
+            return response.status, [(n.decode("latin-1"), v.decode("latin-1"))
+                                     for n, v in response.raw_headers], raw
+        finally:
+            response.release()
+
     def upstream(self, backend: Backend) -> Upstream:
         return self._upstreams[backend]
+
+    def wrap_upstreams(self, wrap: Callable[[Upstream], Upstream]) -> None:
+        """Replace each upstream with `wrap(upstream)`, before `start` (tracing does:
+        proxy.tracing.TracedUpstream)."""
+        self._upstreams = {backend: wrap(up) for backend, up in self._upstreams.items()}
 
     async def start(self) -> None:
         self.durability = await asyncio.to_thread(self._check_durability)
@@ -151,6 +204,7 @@ class ProxyRuntime:
             self._survive("telemetry", self._flush_loop), name="strangler-telemetry"))
         self._tasks.append(asyncio.create_task(
             self._survive("monitor", self._monitor_loop), name="strangler-monitor"))
+        await self.mirror.start()
 
     def _check_durability(self) -> str | None:
         try:
@@ -176,6 +230,9 @@ class ProxyRuntime:
 
     async def stop(self) -> None:
         await self.watcher.stop()
+        await self.mirror.stop()  # drains what is queued, before the core's pool closes
+        await asyncio.to_thread(self.shadow_report.close)
+        await self.mirror.idmap.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -212,15 +269,17 @@ class ProxyRuntime:
             try:
                 if await asyncio.to_thread(self.lease.hold):
                     await self.flush_telemetry()
+                    await self.mirror.flush()
                     await asyncio.to_thread(self.guard_tick)
             except Exception:
                 log.exception("guardrail monitor tick failed")
 
     def guard_tick(self, now: float | None = None) -> dict[str, Any]:
-        """One tick of the monitor and the rollout driver; the report goes to the store
-        (blocking: run it in a thread)."""
+        """One tick of the monitor, the shadow summary and the rollout driver; the report
+        goes to the store (blocking: run it in a thread)."""
         now = time.time() if now is None else now
         report = self.monitor.tick(now)
+        self.store_shadow_summary()  # before the rollouts: a parity gate reads it
         try:
             report["rollouts"] = self.rollouts.advance(report, now)
         except StoreUnavailable as exc:
@@ -231,6 +290,14 @@ class ProxyRuntime:
             log.warning("guardrail report not stored: %s", exc)
         return report
 
+    def store_shadow_summary(self) -> None:
+        """The shadow parity of every replica (pooled in the report store) into the control
+        store, where `strangler shadow`, the dashboard and the rollout gate read it."""
+        try:
+            store_summary(self.store, self.shadow_report.summary())
+        except Exception as exc:  # noqa: BLE001 (a stale summary costs figures, not traffic)
+            log.warning("shadow summary not stored: %s", exc)
+
     def _rules(self) -> RuleSet | None:
         return self.snapshot.rules
 
@@ -240,6 +307,7 @@ class ProxyRuntime:
     def set_snapshot(self, snapshot: ControlSnapshot) -> None:
         previous = self.snapshot
         self.snapshot = snapshot
+        self.state_known = True
         rules = snapshot.rules
         numeric = rules is not None and rules.version.isdigit()
         self.metrics.rules_version.set(int(rules.version) if rules and numeric else 0)
@@ -280,6 +348,21 @@ class ProxyRuntime:
         """Background loops that ended while the proxy runs (each should never end)."""
         return self.watcher.dead_tasks() + [t.get_name() for t in self._tasks if t.done()]
 
+    def unready_reason(self) -> str | None:
+        """Why this replica should get no traffic yet (/readyz), or None: it has a routing
+        state, valid rules or a deliberate all-legacy state (no rules applied).
+
+        Never the control store's health: a replica that cannot read the store routes with
+        its last known state (kills win), and a shared store failing must not take every
+        replica out of the load balancer at once (/_strangler/healthz reports it)."""
+        if not self.state_known:
+            return ("no routing state yet: the control store has not answered and there is "
+                    "no last known state")
+        snapshot = self.snapshot
+        if snapshot.rules is None and snapshot.rules_error != NO_RULES:
+            return f"no valid rules to route with: {snapshot.rules_error}"
+        return None
+
     def describe(self) -> dict[str, Any]:
         snap = self.snapshot
         age = self.watcher.state_age()
@@ -300,5 +383,11 @@ class ProxyRuntime:
             "dead_tasks": dead,
             "state_age_seconds": round(age, 3) if age is not None else None,
             "epoch": snap.epoch,
+            "shadow": self.mirror.stats(),
             "time": time.time(),
         }
+
+
+async def _no_receive() -> dict[str, Any]:
+    """The ASGI receive of a body held whole: never called."""
+    raise RuntimeError("a mirrored request's body is held whole")

@@ -18,7 +18,10 @@ and it merges chunked trailers into the request headers. This subclass adds:
   answer instead of a reset);
 - an ASGI extension, `scope["extensions"][ABORT]()`, for a response the app cannot
   complete (its upstream broke off mid-body): the connection is closed so the client sees
-  a truncated response, and uvicorn logs nothing more (the app logged the cause).
+  a truncated response, and uvicorn logs nothing more (the app logged the cause);
+- the app's `begin_draining()`, if it has one, called when the server begins to shut down
+  (uvicorn shuts every open connection down, after closing its listeners), so that a
+  readiness probe answered from then on says so.
 
 The limits come from the app (`http_limits` attribute, `HttpLimits`), so one protocol
 class, importable by name, serves any number of apps and uvicorn worker processes.
@@ -49,16 +52,22 @@ class HttpLimits:
     """Seconds to receive a whole request head; then 408 and the connection is closed."""
 
 
-def _limits_of(app: Any) -> HttpLimits:
-    """The limits the app declares, looking through uvicorn's wrappers (`.app`)."""
+def _app_attribute(app: Any, name: str) -> Any:
+    """An attribute of the app, looking through uvicorn's wrappers (`.app`); None if none."""
     for _ in range(4):
-        limits = getattr(app, "http_limits", None)
-        if isinstance(limits, HttpLimits):
-            return limits
+        value = getattr(app, name, None)
+        if value is not None:
+            return value
         app = getattr(app, "app", None)
         if app is None:
             break
-    return HttpLimits()
+    return None
+
+
+def _limits_of(app: Any) -> HttpLimits:
+    """The limits the app declares."""
+    limits = _app_attribute(app, "http_limits")
+    return limits if isinstance(limits, HttpLimits) else HttpLimits()
 
 
 def raw_problem(status: int, slug: str, detail: str) -> bytes:
@@ -159,6 +168,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """The server is shutting down (called for every open connection)."""
+        begin_draining = _app_attribute(self.app, "begin_draining")
+        if callable(begin_draining):
+            begin_draining()
+        super().shutdown()
 
     def data_received(self, data: bytes) -> None:
         if self._rejected:

@@ -6,6 +6,7 @@
     GET  series?funnel=F   per-minute rates of both arms, last hour
     GET  audit?limit=N     the audit log, newest first
     GET  rollouts          staged rollouts, the ones in progress first
+    GET  shadow            the shadow parity summary (`strangler shadow status --json`)
     POST kill              {funnel|null, reason, name?}: trip a kill switch
     POST unkill            {funnel|null, reason, name?}: clear it
 
@@ -68,6 +69,7 @@ class DashboardApi:
         reads: dict[str, Endpoint] = {
             "config": self.config, "status": self.status, "guardrails": self.guardrails,
             "series": self.series, "audit": self.audit, "rollouts": self.rollouts,
+            "shadow": self.shadow,
         }
         writes: dict[str, Endpoint] = {"kill": self.kill, "unkill": self.unkill}
         return [*(_get_only(API_PREFIX + name, read) for name, read in reads.items()),
@@ -104,6 +106,9 @@ class DashboardApi:
 
     async def rollouts(self, request: Request) -> Response:
         return json_response(await asyncio.to_thread(reads.rollouts, self.store))
+
+    async def shadow(self, request: Request) -> Response:
+        return json_response(await asyncio.to_thread(reads.shadow, self.store))
 
     # -- writes --------------------------------------------------------------------------------
 

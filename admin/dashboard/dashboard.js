@@ -91,9 +91,14 @@
     conversion: { est: pct, bound: pct },
     payment_success: { est: pct, bound: pct },
     latency_p95: { est: ms, bound: (v, g) => (latencyCeiling(g) ? ms(v) : times(v)) },
-    error_budget: { est: pct2, bound: times },
+    error_budget: { est: pct2, bound: (v, g) => (unreachable(g) ? secs(v) : times(v)) },
     sample_ratio: { est: pct, bound: (v) => (isNum(v) ? "p=" + num(v) : "\u2013") },
   };
+  function unreachable(g) {
+    const ev = g.evidence || {};
+    return Boolean(ev.unreachable && ev.unreachable.fail);
+  }
+  function secs(v) { return isNum(v) ? Math.round(v) + " s" : "\u2013"; }
   function latencyCeiling(g) {
     const ev = g.evidence || {};
     return ev.ceiling_ms !== null && g.threshold === ev.ceiling_ms && g.threshold !== ev.max_ratio;
@@ -127,12 +132,13 @@
     clearTimeout(state.timer);
     try {
       if (!state.config) state.config = await api("config");
-      const [status, report, audit, rollouts] = await Promise.all([
+      const [status, report, audit, rollouts, shadow] = await Promise.all([
         api("status"), api("guardrails"), api("audit?limit=" + AUDIT_ROWS), api("rollouts"),
+        api("shadow").catch(() => null),
       ]);
       const series = await Promise.all(status.funnels.map(
         (f) => api("series?funnel=" + encodeURIComponent(f.name)).catch(() => null)));
-      render(status, report, audit, rollouts, series);
+      render(status, report, audit, rollouts, series, shadow);
       connection(true, clock(Date.now() / 1000));
       const refused = rulesProblems(status);
       banner(refused, refused.length > 0);
@@ -185,7 +191,7 @@
 
   // -- rendering -----------------------------------------------------------------------------
 
-  function render(status, report, audit, rollouts, series) {
+  function render(status, report, audit, rollouts, series, shadow) {
     const version = $("rules-version");
     version.textContent = status.rules_version === null ? "none (all legacy)"
       : "v" + status.rules_version;
@@ -198,6 +204,7 @@
     renderGlobal(status);
     renderMatrix(status);
     renderFunnels(status, report, series);
+    renderShadow(status, shadow);
     renderRollouts(rollouts);
     renderAudit(audit);
   }
@@ -639,6 +646,98 @@
     return plot;
   }
 
+  // shadow parity: per funnel, the share of compared units whose every response matched
+  // legacy's, drops, and per route the mismatch rate and the fields that differ most
+
+  // Parity rounded down (0.99899 is 99.89%, never 99.90% against a 99.9% bar), an interval
+  // rounded outwards, as `strangler shadow status` shows them.
+  function pctFloor(v) {
+    return isNum(v) ? (Math.floor(v * 10000 + 1e-6) / 100).toFixed(2) + "%" : "\u2013";
+  }
+  function pctCeil(v) {
+    return isNum(v) ? (Math.ceil(v * 10000 - 1e-6) / 100).toFixed(2) + "%" : "\u2013";
+  }
+  function interval(bounds) {
+    return Array.isArray(bounds) ? `[${pctFloor(bounds[0])}, ${pctCeil(bounds[1])}]` : "\u2013";
+  }
+  function dropsText(dropped) {
+    const parts = Object.entries(dropped || {}).filter(([, n]) => n > 0)
+      .sort(([a], [b]) => a.localeCompare(b)).map(([reason, n]) => `${reason} ${n}`);
+    return parts.length ? parts.join(", ") : "none";
+  }
+  const SHADOW_FIELDS = 3; // the fields shown per route, most mismatches first
+
+  function renderShadow(status, shadow) {
+    const container = $("shadow");
+    const summary = shadow && shadow.funnels ? shadow : { at: null, funnels: {} };
+    const names = status.funnels.filter((f) => f.shadow && f.shadow.lines.length)
+      .map((f) => f.name);
+    for (const name of Object.keys(summary.funnels)) if (!names.includes(name)) names.push(name);
+    $("shadow-at").dataset.at = isNum(summary.at) ? String(summary.at) : "";
+    $("shadow-at").textContent = summary.at ? `Written ${ago(summary.at)} by the proxy holding ` +
+      `the monitor lease, over the last ${duration(summary.window_seconds || 0)}; intervals at ` +
+      `${confidence(summary.alpha)} confidence.` : "";
+    if (!names.length) {
+      container.replaceChildren(el("p", { class: "muted" }, "No funnel has a shadow " +
+        "configured: add a shadow: section to a funnel of the rules (docs/shadow.md)."));
+      return;
+    }
+    const note = shadow === null ? el("p", { class: "muted" }, "The shadow summary cannot " +
+      "be read from this proxy.") : !summary.at ? el("p", { class: "muted" }, "No shadow " +
+      "report yet: the proxy holding the monitor lease writes one every few seconds.") : null;
+    container.replaceChildren(note || "", ...names.map((name) => shadowFunnel(name,
+      status.funnels.find((f) => f.name === name) || null, summary.funnels[name] || null,
+      confidence(summary.alpha))));
+  }
+
+  function confidence(alpha) {
+    return isNum(alpha) ? Number(((1 - alpha) * 100).toPrecision(4)) + "%" : "95%";
+  }
+
+  function shadowFunnel(name, funnel, body, conf) {
+    const units = (body && body.units) || {};
+    const compared = units.compared || 0;
+    const verdict = compared ? badge("parity " + pctFloor(units.parity),
+      units.with_mismatch ? "fail" : "pass") : badge("no units compared yet", "none");
+    const lines = funnel && funnel.shadow ? funnel.shadow.lines : [];
+    const routes = Object.entries((body && body.routes) || {});
+    const noise = [];
+    const rows = routes.map(([route, r]) => {
+      const fields = Object.entries(r.fields || {}).filter(([, f]) => f.mismatches > 0);
+      for (const [path, f] of fields) if (f.noise) noise.push({ route, path, hint: f.hint });
+      return el("tr", { "data-route": route, "data-mismatches": String(r.mismatches || 0) },
+        el("td", null, route), el("td", { class: "r" }, String(r.comparisons || 0)),
+        el("td", { class: "r" }, String(r.mismatches || 0)),
+        el("td", { class: "r" }, pct2(r.mismatch_rate)),
+        el("td", { class: "r" }, interval(r.interval)),
+        el("td", { class: "fields" }, fields.length ? fields.slice(0, SHADOW_FIELDS).map(
+          ([path, f]) => el("span", { class: "field" + (f.money ? " money" : ""),
+            "data-field": path, title: f.hint || "" }, `${path} ${pct2(f.mismatch_rate)} ` +
+            `(${f.mismatches} of ${f.comparisons})`, f.noise ? badge("noise?", "none") : null))
+          .concat(fields.length > SHADOW_FIELDS ? [`+${fields.length - SHADOW_FIELDS} more`]
+            : []) : el("span", { class: "muted" }, "none")));
+    });
+    const head = el("tr", null, ["route", "responses compared", "with a mismatch",
+      "mismatch rate", conf + " interval", "fields that differ most"].map((h, i) =>
+      el("th", { class: i >= 1 && i <= 4 ? "r" : null }, h)));
+    return el("article", { class: "shadow-funnel", "data-funnel": name,
+      "data-units": String(compared), "data-parity": isNum(units.parity) ? String(units.parity)
+        : "" },
+    el("div", { class: "funnel-head" }, el("h3", null, name), verdict,
+      el("span", { class: "since" }, compared ? `${compared} units compared, ` +
+        `${units.with_mismatch} with a mismatch; ${conf} interval ` +
+        interval(units.parity_interval) : "")),
+    el("div", { class: "shadow-config" }, lines.length ? lines.map((l) => el("div", null, l))
+      : el("div", null, "No shadow in the active rules: figures from before it was removed.")),
+    el("div", { class: "shadow-drops" }, "Dropped before a comparison: " +
+      dropsText(body && body.dropped)),
+    routes.length ? el("div", { class: "scroll" }, el("table", { class: "grid" },
+      el("thead", null, head), el("tbody", null, rows)))
+      : el("p", { class: "muted" }, "No response compared in the window yet."),
+    noise.length ? el("ul", { class: "shadow-noise" }, noise.map((n) =>
+      el("li", { "data-field": n.path }, `${n.route} ${n.path}: ${n.hint}`))) : null);
+  }
+
   // rollouts and audit
 
   function renderRollouts(rollouts) {
@@ -656,7 +755,11 @@
     const rows = shown.map((r) => el("tr", { "data-rollout": r.id, "data-state": r.state },
       el("td", null, r.id), el("td", null, r.funnel), el("td", null, r.country || "all"),
       el("td", null, badge(r.state, r.state)), el("td", { class: "r" }, r.percent + "%"),
-      el("td", null, el("span", { class: "steps" }, r.steps.map((s, i) => el("span", {
+      el("td", null, el("span", { class: "steps" }, isNum(r.parity_bar) ? el("span", {
+        class: "gate" + (r.step_index < 0 ? " current" : " done"),
+        title: `waits for shadow parity of at least ${r.parity_bar}% over ` +
+          `${r.parity_min_units} compared units before the first step` },
+      `parity \u2265 ${r.parity_bar}%`) : null, r.steps.map((s, i) => el("span", {
         class: i < r.step_index ? "done" : i === r.step_index ? "current" : null }, s + "%")))),
       el("td", { class: "r" }, duration(r.hold_seconds)),
       el("td", { class: "detail" }, r.detail),

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from typing import Any
 
 from control import rollout
+from control.status import shadow_summary
 from control.store import ControlStore
 from guardrails.report import read_report
 
@@ -41,3 +42,9 @@ def rollouts(store: ControlStore) -> list[dict[str, Any]]:
         data["history"] = list(r.history[-ROLLOUT_HISTORY:])
         out.append(data)
     return sorted(out, key=lambda d: (not d["active"], -d["created_at"]))
+
+
+def shadow(store: ControlStore) -> dict[str, Any]:
+    """The shadow parity summary as stored by the proxy holding the monitor lease (what
+    `strangler shadow status --json` prints); `{"at": null, "funnels": {}}` before any."""
+    return shadow_summary(store) or {"at": None, "funnels": {}}

@@ -1,12 +1,16 @@
 -- checkout_core embedded store (SQLite, WAL). Times are ISO 8601 UTC text unless named *_epoch.
+-- Columns added after a table was first released are also in sqlite_db.ADDED_COLUMNS, which
+-- adds them to the tables of an older file before this script runs.
 CREATE TABLE IF NOT EXISTS carts (
     id          TEXT PRIMARY KEY,
     country     TEXT NOT NULL,
     currency    TEXT NOT NULL,
     status      TEXT NOT NULL,
     created_at  TEXT NOT NULL,
-    updated_at  TEXT NOT NULL
+    updated_at  TEXT NOT NULL,
+    shadow      INTEGER NOT NULL DEFAULT 0   -- 1: created by a shadow request (X-Checkout-Shadow)
 );
+CREATE INDEX IF NOT EXISTS carts_shadow_created ON carts(created_at) WHERE shadow = 1;
 CREATE TABLE IF NOT EXISTS cart_items (
     cart_id   TEXT NOT NULL REFERENCES carts(id),
     position  INTEGER NOT NULL,
@@ -30,7 +34,8 @@ CREATE TABLE IF NOT EXISTS checkouts (
     payment_key          TEXT,
     payment_lease_until  TEXT,
     created_at           TEXT NOT NULL,
-    updated_at           TEXT NOT NULL
+    updated_at           TEXT NOT NULL,
+    shadow               INTEGER NOT NULL DEFAULT 0   -- 1: created from a shadow cart
 );
 CREATE TABLE IF NOT EXISTS orders (
     id               TEXT PRIMARY KEY,

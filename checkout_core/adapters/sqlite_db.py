@@ -22,8 +22,32 @@ Synchronous = Literal["NORMAL", "FULL"]
 mode survives process crashes only."""
 
 
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("carts", "shadow", "INTEGER NOT NULL DEFAULT 0"),
+    ("checkouts", "shadow", "INTEGER NOT NULL DEFAULT 0"),
+)
+"""(table, column, declaration) of the columns added to schema.sql after its table was first
+released, oldest first: `initialize` adds them to an older file's tables."""
+
+
 def _schema() -> str:
     return resources.files("checkout_core.adapters").joinpath("schema.sql").read_text("utf-8")
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Add `ADDED_COLUMNS` missing from existing tables (one transaction, so two processes
+    that open an older file together add each column once). Tables that do not exist yet
+    are left to schema.sql, which creates them whole."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for table, column, declaration in ADDED_COLUMNS:
+            columns = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+            if columns and column not in columns:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 class SqliteDatabase:
@@ -35,11 +59,13 @@ class SqliteDatabase:
         self.synchronous = synchronous
 
     def initialize(self) -> None:
-        """Create the file, switch it to WAL and create missing tables (idempotent)."""
+        """Create the file, switch it to WAL, add the columns an older file lacks, and create
+        missing tables and indexes (idempotent)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = self.connect()
         try:
             conn.execute("PRAGMA journal_mode=WAL")
+            _add_columns(conn)
             conn.executescript(_schema())
         finally:
             conn.close()

@@ -20,6 +20,7 @@ from checkout_core.service.ports import (
     OutboxLag,
     Outcome,
     PaymentLock,
+    ShadowExpired,
     UnitOfWork,
 )
 
@@ -56,13 +57,15 @@ class SqliteCarts:
         return Cart(
             id=row["id"], country=row["country"], currency=row["currency"],
             status=row["status"], items=tuple((i["sku"], i["quantity"]) for i in items),
+            shadow=bool(row["shadow"]),
         )
 
     def add(self, cart: Cart, now: datetime) -> None:
         self.conn.execute(
-            "INSERT INTO carts (id, country, currency, status, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (cart.id, cart.country, cart.currency, cart.status, iso(now), iso(now)),
+            "INSERT INTO carts (id, country, currency, status, created_at, updated_at, shadow)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (cart.id, cart.country, cart.currency, cart.status, iso(now), iso(now),
+             int(cart.shadow)),
         )
         self._write_items(cart)
 
@@ -95,19 +98,20 @@ class SqliteCheckouts:
             country=row["country"], currency=row["currency"], lines=_lines(row["lines"]),
             promotion_code=row["promotion_code"],
             totals=Totals(row["subtotal"], row["discount"], row["tax"]), status=row["status"],
+            shadow=bool(row["shadow"]),
         )
 
     def add(self, checkout: Checkout, now: datetime) -> None:
         self.conn.execute(
             "INSERT INTO checkouts (id, cart_id, status, email, shipping_address, country,"
-            " currency, lines, promotion_code, subtotal, discount, tax, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " currency, lines, promotion_code, subtotal, discount, tax, created_at, updated_at,"
+            " shadow) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 checkout.id, checkout.cart_id, checkout.status, checkout.email,
                 json.dumps(asdict(checkout.shipping_address)), checkout.country,
                 checkout.currency, _lines_json(checkout.lines), checkout.promotion_code,
                 checkout.totals.subtotal, checkout.totals.discount, checkout.totals.tax,
-                iso(now), iso(now),
+                iso(now), iso(now), int(checkout.shadow),
             ),
         )
 
@@ -239,6 +243,30 @@ class SqliteOutbox:
         return OutboxLag(int(row["n"]), max(age, 0.0))
 
 
+class SqliteShadow:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def expire(self, created_before: datetime, limit: int) -> ShadowExpired:
+        # a shadow checkout never has an order; one that had would stay (and hold its cart)
+        # rather than fail the batch on the foreign key, again at every sweep
+        rows = self.conn.execute(
+            "SELECT id FROM carts WHERE shadow = 1 AND created_at < ?"
+            " AND NOT EXISTS (SELECT 1 FROM checkouts JOIN orders"
+            "   ON orders.checkout_id = checkouts.id WHERE checkouts.cart_id = carts.id)"
+            " ORDER BY created_at LIMIT ?",
+            (iso(created_before), limit),
+        ).fetchall()
+        ids = [(row["id"],) for row in rows]
+        if not ids:
+            return ShadowExpired()
+        checkouts = self.conn.executemany(
+            "DELETE FROM checkouts WHERE cart_id = ? AND shadow = 1", ids).rowcount
+        self.conn.executemany("DELETE FROM cart_items WHERE cart_id = ?", ids)
+        carts = self.conn.executemany("DELETE FROM carts WHERE id = ? AND shadow = 1", ids).rowcount
+        return ShadowExpired(carts, checkouts)
+
+
 class SqliteUnitOfWork:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.carts = SqliteCarts(conn)
@@ -246,6 +274,7 @@ class SqliteUnitOfWork:
         self.orders = SqliteOrders(conn)
         self.idempotency = SqliteIdempotency(conn)
         self.outbox = SqliteOutbox(conn)
+        self.shadow = SqliteShadow(conn)
 
 
 class SqliteStore:

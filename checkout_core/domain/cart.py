@@ -7,7 +7,7 @@ from typing import Literal
 
 from checkout_core.domain.catalog import Catalog
 from checkout_core.domain.errors import CartNotOpen, NotFound, ValidationFailed
-from checkout_core.domain.pricing import Line, Totals, price
+from checkout_core.domain.pricing import Line, PricingDrift, Totals, price, taxation
 
 CartStatus = Literal["open", "checked_out"]
 MIN_QUANTITY = 1
@@ -22,6 +22,8 @@ class Cart:
     status: CartStatus = "open"
     items: tuple[tuple[str, int], ...] = ()
     """(sku, quantity) pairs in the order each sku was first added."""
+    shadow: bool = False
+    """Created by a shadow request (`domain.shadow`); so is all that derives from it."""
 
     def quantity_of(self, sku: str) -> int:
         return dict(self.items).get(sku, 0)
@@ -34,9 +36,11 @@ class PricedCart:
     totals: Totals
 
 
-def new_cart(catalog: Catalog, cart_id: str, country: str, currency: str) -> Cart:
+def new_cart(
+    catalog: Catalog, cart_id: str, country: str, currency: str, shadow: bool = False
+) -> Cart:
     catalog.market(country, currency)
-    return Cart(id=cart_id, country=country, currency=currency)
+    return Cart(id=cart_id, country=country, currency=currency, shadow=shadow)
 
 
 def _check_open(cart: Cart) -> None:
@@ -93,7 +97,8 @@ def lines_of(cart: Cart, catalog: Catalog) -> tuple[Line, ...]:
     return tuple(lines)
 
 
-def priced(cart: Cart, catalog: Catalog) -> PricedCart:
+def priced(cart: Cart, catalog: Catalog, drift: PricingDrift | None = None) -> PricedCart:
+    """The cart with its lines and totals; `drift`: a pricing drift in force (fault drills)."""
     lines = lines_of(cart, catalog)
     rate = catalog.country(cart.country).tax_rate_bp
-    return PricedCart(cart, lines, price(lines, rate))
+    return PricedCart(cart, lines, price(lines, taxation(cart.country, rate, drift)))

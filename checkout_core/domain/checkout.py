@@ -13,9 +13,18 @@ from checkout_core.domain.errors import (
     CartEmpty,
     CartNotOpen,
     CheckoutCompleted,
+    ShadowCheckout,
     ValidationFailed,
 )
-from checkout_core.domain.pricing import Line, Totals, check_promotion, price, subtotal_of
+from checkout_core.domain.pricing import (
+    Line,
+    PricingDrift,
+    Totals,
+    check_promotion,
+    price,
+    subtotal_of,
+    taxation,
+)
 
 CheckoutStatus = Literal["open", "completed"]
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -43,6 +52,8 @@ class Checkout:
     promotion_code: str | None
     totals: Totals
     status: CheckoutStatus = "open"
+    shadow: bool = False
+    """Created from a shadow cart: never paid for, never published, expired."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +88,10 @@ def start_checkout(
     email: str,
     address: Address,
     promotion_code: str | None,
+    drift: PricingDrift | None = None,
 ) -> tuple[Checkout, Cart]:
-    """Price the cart into a checkout; the cart becomes `checked_out`."""
+    """Price the cart into a checkout; the cart becomes `checked_out`. The checkout is a
+    shadow one if the cart is; `drift`: a pricing drift in force (fault drills)."""
     if cart.status != "open":
         raise CartNotOpen(f"cart {cart.id} is {cart.status}")
     if not cart.items:
@@ -88,7 +101,8 @@ def start_checkout(
     promotion = catalog.promotion(promotion_code) if promotion_code is not None else None
     if promotion is not None:
         check_promotion(promotion, subtotal_of(lines))
-    totals = price(lines, catalog.country(cart.country).tax_rate_bp, promotion)
+    rate = catalog.country(cart.country).tax_rate_bp
+    totals = price(lines, taxation(cart.country, rate, drift), promotion)
     checkout = Checkout(
         id=checkout_id,
         cart_id=cart.id,
@@ -99,11 +113,20 @@ def start_checkout(
         lines=lines,
         promotion_code=promotion.code if promotion else None,
         totals=totals,
+        shadow=cart.shadow,
     )
     return checkout, replace(cart, status="checked_out")
 
 
+def ensure_not_shadow(checkout: Checkout) -> None:
+    """No order is ever placed for a shadow checkout."""
+    if checkout.shadow:
+        raise ShadowCheckout(f"checkout {checkout.id} is a shadow checkout; no order is ever "
+                             "placed for one")
+
+
 def ensure_payable(checkout: Checkout) -> None:
+    ensure_not_shadow(checkout)
     if checkout.status == "completed":
         raise CheckoutCompleted(f"checkout {checkout.id} already has an order")
 

@@ -9,7 +9,10 @@
     │   ├── CheckoutCompleted
     │   ├── CheckoutPaymentInProgress   another idempotency key is paying this checkout
     │   ├── IdempotencyKeyReuse         same key, different request
-    │   └── IdempotencyRequestInProgress  same key, first request still running after the wait
+    │   ├── IdempotencyRequestInProgress  same key, first request still running after the wait
+    │   ├── NotShadow                   a shadow request names a real (non-shadow) resource
+    │   ├── ShadowResource              a real request names a shadow resource
+    │   └── ShadowCheckout              an order for a shadow checkout: never placed
     ├── PaymentDeclined            the gateway refused; the checkout stays open
     └── PaymentUnavailable         the gateway's outcome could not be established; retry is safe
 """
@@ -77,6 +80,18 @@ class IdempotencyKeyReuse(Conflict):
 
 class IdempotencyRequestInProgress(Conflict):
     code = "idempotency-request-in-progress"
+
+
+class NotShadow(Conflict):
+    code = "not-shadow"
+
+
+class ShadowResource(Conflict):
+    code = "shadow-resource"
+
+
+class ShadowCheckout(Conflict):
+    code = "shadow-checkout"
 
 
 class PaymentDeclined(CoreError):

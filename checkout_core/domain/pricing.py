@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from checkout_core.domain.catalog import Promotion
 from checkout_core.domain.errors import ValidationFailed
 
 BASIS_POINTS = 10_000
+
+DriftKind = Literal["tax_round_down", "tax_rate_plus_100bp"]
+DRIFT_KINDS: tuple[DriftKind, ...] = ("tax_round_down", "tax_rate_plus_100bp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +51,47 @@ def discount_for(promotion: Promotion | None, subtotal: int) -> int:
     return min(promotion.value, subtotal)
 
 
-def tax_for(taxable: int, tax_rate_bp: int) -> int:
-    """`taxable * rate` rounded half up to a whole minor unit (taxable is never negative)."""
+@dataclass(frozen=True, slots=True)
+class Taxation:
+    """How one cart is taxed: its country's rate, rounded half up (or down, in a drill)."""
+
+    rate_bp: int
+    round_down: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PricingDrift:
+    """A known, deliberate pricing error for fault drills and the shadow parity tests
+    (docs/checkout_core.md, "Fault drills"). It changes the tax of carts in `country`, and
+    so their `tax` and `total`, and nothing else:
+
+    - `tax_round_down`: the tax is rounded down instead of half up; one minor unit less
+      where the exact tax has a fraction of at least one half, the same elsewhere;
+    - `tax_rate_plus_100bp`: the rate is one percentage point higher (DE: 20 % instead of
+      19 %); more tax on every cart whose taxable amount is at least 100 minor units.
+    """
+
+    country: str
+    kind: DriftKind
+
+    def taxation(self, country: str, tax_rate_bp: int) -> Taxation:
+        if country != self.country:
+            return Taxation(tax_rate_bp)
+        if self.kind == "tax_round_down":
+            return Taxation(tax_rate_bp, round_down=True)
+        return Taxation(tax_rate_bp + 100)
+
+
+def taxation(country: str, tax_rate_bp: int, drift: PricingDrift | None = None) -> Taxation:
+    """The taxation of a cart in `country`: its rate, unless a drift is in force there."""
+    return Taxation(tax_rate_bp) if drift is None else drift.taxation(country, tax_rate_bp)
+
+
+def tax_for(taxable: int, tax_rate_bp: int, *, round_down: bool = False) -> int:
+    """`taxable * rate` rounded half up to a whole minor unit (taxable is never negative);
+    `round_down`: rounded down instead (a pricing drift)."""
+    if round_down:
+        return taxable * tax_rate_bp // BASIS_POINTS
     return (taxable * tax_rate_bp + BASIS_POINTS // 2) // BASIS_POINTS
 
 
@@ -61,7 +104,12 @@ def check_promotion(promotion: Promotion, subtotal: int) -> None:
         )
 
 
-def price(lines: Sequence[Line], tax_rate_bp: int, promotion: Promotion | None = None) -> Totals:
+def price(
+    lines: Sequence[Line], tax: int | Taxation, promotion: Promotion | None = None
+) -> Totals:
+    """The totals of `lines`; `tax` is the rate in basis points or a whole `Taxation`."""
     subtotal = subtotal_of(lines)
     discount = discount_for(promotion, subtotal)
-    return Totals(subtotal, discount, tax_for(subtotal - discount, tax_rate_bp))
+    rule = tax if isinstance(tax, Taxation) else Taxation(tax)
+    return Totals(subtotal, discount,
+                  tax_for(subtotal - discount, rule.rate_bp, round_down=rule.round_down))

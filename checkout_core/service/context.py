@@ -1,4 +1,5 @@
-"""What every use case needs: the store, the catalog, the clock, ids, and a commit hook."""
+"""What every use case needs: the store, the catalog, the clock, ids, a commit hook, and the
+pricing drift of a fault drill."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any, TypeVar
 
 from checkout_core.domain.catalog import Catalog
 from checkout_core.domain.events import Event, new_event
+from checkout_core.domain.pricing import PricingDrift
 from checkout_core.ids import EVENT
 from checkout_core.service.ports import Clock, IdFactory, Store, UnitOfWork
 
@@ -15,6 +17,10 @@ T = TypeVar("T")
 
 
 def _nothing() -> None:
+    return None
+
+
+def _no_drift() -> PricingDrift | None:
     return None
 
 
@@ -26,6 +32,8 @@ class ServiceContext:
     ids: IdFactory
     events_committed: Callable[[], None] = _nothing
     """Called after a transaction that wrote events commits (wakes the outbox relay)."""
+    pricing_drift: Callable[[], PricingDrift | None] = _no_drift
+    """The pricing drift in force (the fault switch's), read at each pricing."""
 
     def event(self, type_: str, aggregate_id: str, data: Mapping[str, Any]) -> Event:
         return new_event(self.ids(EVENT), type_, aggregate_id, self.clock(), data)

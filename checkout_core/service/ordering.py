@@ -9,6 +9,10 @@
 3. Finish (one transaction): the order, the completed checkout, the recorded outcome and the
    outbox events (`order.placed`, `payment.authorized`), or the decline and `payment.failed`.
 
+An order is never placed for a shadow checkout (`domain.shadow`), and a shadow request never
+places one: both are refused in step 1 before the key is claimed, so nothing is recorded and
+the gateway is never called.
+
 A crash between any two steps leaves a claim whose lease runs out; the next request with the
 same key takes over and reconciles with the gateway before it charges, and a request with
 another key settles the stale attempt first. Leases must outlast the longest charge.
@@ -23,7 +27,13 @@ from datetime import timedelta
 from typing import Protocol
 
 from checkout_core.domain import events as ev
-from checkout_core.domain.checkout import Checkout, Order, Payment, place_order
+from checkout_core.domain.checkout import (
+    Checkout,
+    Order,
+    Payment,
+    ensure_not_shadow,
+    place_order,
+)
 from checkout_core.domain.errors import (
     RECORDABLE_ERRORS,
     CheckoutCompleted,
@@ -34,6 +44,7 @@ from checkout_core.domain.errors import (
     PaymentDeclined,
     PaymentUnavailable,
 )
+from checkout_core.domain.shadow import check_traffic
 from checkout_core.ids import ORDER, OWNER
 from checkout_core.service.context import ServiceContext
 from checkout_core.service.idempotency import Busy, Replay, TakeOver, decide
@@ -67,6 +78,8 @@ class PlaceOrder:
     idempotency_key: str
     fingerprint: str
     token: str
+    shadow: bool = False
+    """The request is shadow traffic (`X-Checkout-Shadow: 1`): always refused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +131,7 @@ class OrderService:
             await asyncio.sleep(self.poll_seconds)
 
     def _begin(self, uow: UnitOfWork, cmd: PlaceOrder, owner: str) -> _Started | Replay | Busy:
+        _refuse_shadow(uow, cmd)
         now = self.ctx.clock()
         lease_until = now + self.lease
         record = IdempotencyRecord(
@@ -262,6 +276,18 @@ class OrderService:
         lock = uow.checkouts.payment_lock(cmd.checkout_id)
         if lock is not None and lock.key == cmd.idempotency_key:
             uow.checkouts.set_payment_lock(cmd.checkout_id, None)
+
+
+def _refuse_shadow(uow: UnitOfWork, cmd: PlaceOrder) -> None:
+    """Refuse an order for a shadow checkout, and any order a shadow request asks for, before
+    anything is claimed or charged."""
+    checkout = uow.checkouts.get(cmd.checkout_id)
+    if checkout is not None:
+        ensure_not_shadow(checkout)
+    if cmd.shadow:
+        if checkout is None:
+            raise NotFound(f"no checkout {cmd.checkout_id}")
+        check_traffic(f"checkout {checkout.id}", False, True)
 
 
 def _completed(checkout: Checkout) -> CheckoutCompleted:

@@ -73,6 +73,14 @@ class OutboxLag:
     oldest_age_seconds: float
 
 
+@dataclass(frozen=True, slots=True)
+class ShadowExpired:
+    """What one expiry batch deleted."""
+
+    carts: int = 0
+    checkouts: int = 0
+
+
 class CartRepository(Protocol):
     def get(self, cart_id: str) -> Cart | None: ...
     def add(self, cart: Cart, now: datetime) -> None: ...
@@ -110,6 +118,13 @@ class OutboxRepository(Protocol):
     def lag(self, now: datetime) -> OutboxLag: ...
 
 
+class ShadowRepository(Protocol):
+    def expire(self, created_before: datetime, limit: int) -> ShadowExpired:
+        """Delete up to `limit` shadow carts created before `created_before`, oldest first,
+        with their items and their checkouts."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """The repositories of one transaction."""
 
@@ -123,6 +138,8 @@ class UnitOfWork(Protocol):
     def idempotency(self) -> IdempotencyRepository: ...
     @property
     def outbox(self) -> OutboxRepository: ...
+    @property
+    def shadow(self) -> ShadowRepository: ...
 
 
 class Store(Protocol):

@@ -80,7 +80,11 @@ async def core_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.CoreError)
     status = status_of(exc)
     field_errors = exc.errors if isinstance(exc, errors.ValidationFailed) else ()
-    headers = {"Retry-After": "1"} if status == 503 else None
+    # retry soon: the core is unavailable, or another request with this key (or for this
+    # checkout) is still running; its outcome will be replayed then
+    retry = status == 503 or isinstance(
+        exc, errors.IdempotencyRequestInProgress | errors.CheckoutPaymentInProgress)
+    headers = {"Retry-After": "1"} if retry else None
     return problem(request, status, exc.code, exc.detail, field_errors, headers)
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from checkout_core.config import Millis, Rate
+from checkout_core.config import Millis, PricingDriftSetting, Rate
 from checkout_core.domain.errors import FieldError, ValidationFailed
 from checkout_core.faults import Faults
 from checkout_core.web.problems import BadRequest, BodyTooLarge
@@ -71,9 +71,13 @@ class FaultsIn(Body):
     error_rate: Rate = 0.0
     decline_rate: Rate = 0.0
     unavailable_for_s: Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)] = 0.0
+    pricing_drift: PricingDriftSetting | None = None
 
     def to_faults(self) -> Faults:
-        return Faults(**self.model_dump())
+        drift = self.pricing_drift.to_drift() if self.pricing_drift is not None else None
+        return Faults(latency_ms=self.latency_ms, latency_jitter_ms=self.latency_jitter_ms,
+                      error_rate=self.error_rate, decline_rate=self.decline_rate,
+                      unavailable_for_s=self.unavailable_for_s, pricing_drift=drift)
 
 
 MAX_BODY_BYTES = 64 * 1024

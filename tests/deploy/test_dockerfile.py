@@ -65,6 +65,7 @@ def test_final_stage_installs_the_wheels_without_compilers_or_pip() -> None:
     [run] = runs
     assert "--mount=type=bind,from=builder,source=/wheels" in run
     assert "--no-index" in run and "--find-links /wheels" in run
+    assert '"checkout-strangler[otel]"' in run  # tracing can be switched on in the image
     assert "uninstall --yes" in run and " pip setuptools" in run
     assert not re.search(r"apt-get|gcc|build-essential|\bmake\b", run)
     assert not [args for word, args in final_stage() if word == "COPY" and "--from" in args]
@@ -89,7 +90,7 @@ def test_entry_point_is_strangler_serve_and_the_healthcheck_needs_no_curl() -> N
     assert cmd[cmd.index("--host") + 1] == "0.0.0.0"
     check = stage["HEALTHCHECK"]
     command = json.loads(check.split(" CMD ", 1)[1])
-    assert command == ["strangler-healthcheck", "/_strangler/healthz"]
+    assert command == ["strangler-healthcheck", "/livez"]  # never the store's health
     assert "curl" not in DOCKERFILE.read_text() and "wget" not in DOCKERFILE.read_text()
 
 
@@ -157,7 +158,7 @@ def test_healthcheck_uses_the_main_port_without_an_admin_port() -> None:
     with admin_server(200) as (port, handler):
         env = {"STRANGLER_HEALTHCHECK_PORT": str(port), "STRANGLER_ADMIN_TOKEN": "s3cret"}
         assert probe(env) == 0
-        assert handler.seen == "/_strangler/healthz"  # type: ignore[attr-defined]
+        assert handler.seen == "/livez"  # type: ignore[attr-defined]
 
 
 def test_healthcheck_fails_when_nothing_listens() -> None:

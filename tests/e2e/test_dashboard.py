@@ -9,6 +9,7 @@ CI (tests.support.ci), where it fails.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import threading
@@ -112,8 +113,11 @@ def dashboard_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard
     data_dir = tmp_path_factory.mktemp("dashboard")
     rules = data_dir / "checkout.yaml"
     text = (REPO / "rules" / "checkout.yaml").read_text()
-    rules.write_text(text.replace("min_samples: 100 ", "min_samples: 1000000 ", 1))
-    assert "min_samples: 1000000" in rules.read_text()
+    text = text.replace("min_samples: 100 ", "min_samples: 1000000 ", 1)
+    # shadow parity on accessories: its legacy-served cart building is replayed to the core
+    rules.write_text(text.replace("    salt: accessories-2026-11\n",
+                                  "    salt: accessories-2026-11\n    shadow: {share: 100}\n"))
+    assert "min_samples: 1000000" in rules.read_text() and "share: 100" in rules.read_text()
     proc, up = start_up(data_dir, rules)
     try:
         yield up
@@ -449,6 +453,52 @@ def test_operators_see_the_rollout_and_trip_the_kill_switch_from_the_page(
     assert "killed" not in screen["rows"]["warranties"], screen["rows"]
     assert "warranties" not in dashboard_up.cli("status", "--json")["kill_switches"]
     assert time.monotonic() - started < 60
+
+
+READ_SHADOW = """
+const block = document.querySelector('#shadow .shadow-funnel[data-funnel="accessories"]');
+return { at: document.getElementById("shadow-at").dataset.at || null,
+  funnels: [...document.querySelectorAll("#shadow .shadow-funnel")].map((b) => b.dataset.funnel),
+  units: block ? Number(block.dataset.units) : null,
+  badge: block ? block.querySelector(".funnel-head .badge").textContent : null,
+  config: block ? block.querySelector(".shadow-config").textContent : null,
+  routes: block ? [...block.querySelectorAll("tbody tr")].map((tr) => [tr.dataset.route,
+    Number(tr.children[1].textContent), Number(tr.children[2].textContent)]) : [] };
+"""
+
+
+def test_the_shadow_panel_shows_what_strangler_shadow_status_gives(
+    browser: Any, dashboard_up: Dashboard, traffic: Traffic,
+) -> None:
+    """Accessories' legacy-served carts are replayed to the real core and compared; the
+    page's Shadow parity panel shows the figures of `strangler shadow status --json`."""
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    driver.get(dashboard_up.admin_url + "/dashboard")
+    driver.find_element(By.ID, "token").send_keys(TOKEN)
+    driver.find_element(By.ID, "token-save").click()
+    wait_for(driver, lambda d: (poll_now(d), d.execute_script(READ_SHADOW)["units"])[1], 30,
+             "the page never showed compared accessories units")
+    deadline = time.monotonic() + 30
+    while True:
+        poll_now(driver)
+        shown = driver.execute_script(READ_SHADOW)
+        cli = dashboard_up.cli("shadow", "status", "--json")
+        if shown["at"] and float(shown["at"]) == cli["at"]:
+            break
+        assert time.monotonic() < deadline, "the page never showed the CLI's shadow summary"
+        time.sleep(0.5)
+    assert shown["funnels"] == ["accessories"]  # the only funnel with a shadow
+    body = cli["funnels"]["accessories"]
+    assert shown["units"] == body["units"]["compared"] > 0
+    parity = body["units"]["parity"]
+    assert shown["badge"] == f"parity {math.floor(parity * 10000 + 1e-6) / 100:.2f}%"
+    assert "shadow 100% of legacy-served units" in shown["config"]
+    assert shown["routes"] == [[route, r["comparisons"], r["mismatches"]]
+                               for route, r in body["routes"].items()]
+    assert "POST /carts" in body["routes"]
+    assert not traffic.errors, traffic.errors[:3]
 
 
 # What the guardrail monitor records with its kill (guardrails/monitor.py, _trip).

@@ -98,7 +98,7 @@ def test_status_is_what_strangler_status_json_prints(make_stack):
 
 def test_reads_need_the_token_when_one_is_set(make_stack):
     stack = make_stack(admin_token=TOKEN)
-    for endpoint in ("config", "status", "guardrails", "audit", "rollouts",
+    for endpoint in ("config", "status", "guardrails", "audit", "rollouts", "shadow",
                      "series?funnel=warranties"):
         url = f"{stack.url}/_strangler/api/{endpoint}"
         anonymous = httpx.get(url)
@@ -165,6 +165,34 @@ def test_guardrails_give_the_monitors_latest_report(make_stack):
     eventually(lambda: report().get("at") is not None)
     assert report()["rules_version"] == "1"
     assert "warranties" in report()["traffic"]
+
+
+def test_shadow_gives_the_parity_the_proxy_measured(make_stack):
+    """Legacy serves DE (0 %); with a shadow of 100 % its cart creations are replayed to the
+    core and compared; the proxy holding the monitor lease stores the summary each tick, and
+    the endpoint answers it, as `strangler shadow status --json` prints it."""
+    shadowed = RULES.replace("    salt: w1\n", "    salt: w1\n    shadow: {share: 100}\n")
+    stack = make_stack(rules=shadowed, guard_interval=0.2, admin_token=TOKEN)
+    api = stack.url + "/_strangler/api/shadow"
+    assert is_problem(httpx.get(api), 401)
+    de = {"X-Checkout-Funnel": "warranties", "X-Country": "DE"}
+    for i in range(3):
+        r = httpx.post(stack.url + "/carts", headers={**de, "X-Checkout-Session": f"unit-{i}-x"})
+        assert r.headers["x-checkout-backend"] == "legacy"
+
+    def compared() -> int:
+        funnel = httpx.get(api, headers=AUTH).json()["funnels"].get("warranties") or {}
+        return int((funnel.get("units") or {}).get("compared") or 0)
+
+    eventually(lambda: compared() == 3, within=10)
+    body = httpx.get(api, headers=AUTH).json()
+    assert set(body) >= {"at", "window_seconds", "alpha", "funnels"}
+    assert "POST /carts" in body["funnels"]["warranties"]["routes"]
+    status = httpx.get(stack.url + "/_strangler/api/status", headers=AUTH).json()
+    assert status["funnels"][0]["shadow"]["units"]["compared"] == 3
+    assert status["funnels"][0]["shadow"]["lines"] == [(
+        "warranties: shadow 100% of legacy-served units; all cart-building routes; parity "
+        "needs 100 compared units")]
 
 
 def test_unknown_endpoints_and_wrong_methods(make_stack):

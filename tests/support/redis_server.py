@@ -33,12 +33,13 @@ def _ping(url: str) -> bool:
 
 
 @contextmanager
-def own_redis_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A redis-server of this test's own, on a free port: (url, process)."""
+def own_redis_server(port: int | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A redis-server of this test's own, on `port` (a `PortReservation`'s, say) or a free
+    port: (url, process)."""
     binary = shutil.which("redis-server")
     if binary is None:
         skip_or_fail("no redis-server binary")
-    port = free_port()
+    port = port or free_port()
     with tempfile.TemporaryDirectory() as workdir:
         proc = subprocess.Popen(
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",

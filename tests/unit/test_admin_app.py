@@ -33,7 +33,8 @@ funnels:
 """
 RULES = load_rules_text(RULES_TEXT, "1")
 OK = {"status": "ok", "rules_version": "1"}
-READS = ["config", "status", "guardrails", "series?funnel=warranties", "audit", "rollouts"]
+READS = ["config", "status", "guardrails", "series?funnel=warranties", "audit", "rollouts",
+         "shadow"]
 JSON = {"Content-Type": "application/json"}
 KILL = {"funnel": "warranties", "reason": "INC-1"}
 
@@ -59,10 +60,10 @@ def make_app(store: ControlStore) -> AppFactory:
     def build(token: str | None = TOKEN, health: dict[str, Any] | None = None,
               rules: RuleSet | None = RULES, telemetry: Any = None,
               control_store: ControlStore | None = None, body_idle_timeout: float = 5.0,
-              ) -> Starlette:
+              unready: str | None = None) -> Starlette:
         return create_admin_app(
             store=control_store or store, metrics_text=lambda: b"strangler_up 1.0\n",
-            health=lambda: dict(health or OK), rules=lambda: rules,
+            health=lambda: dict(health or OK), unready=lambda: unready, rules=lambda: rules,
             local_report=dict, telemetry=telemetry or MemoryTelemetry(1),
             token=token, body_idle_timeout=body_idle_timeout,
         )
@@ -217,11 +218,62 @@ async def test_healthz_is_503_unless_ok_and_state_always_200(
     assert (state.status_code, state.json()) == (200, {"status": status})
 
 
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong"])
+async def test_the_probes_need_no_token_and_reveal_nothing(
+    client: httpx.AsyncClient, authorization: str | None,
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    live = await client.get("/livez", headers=headers)
+    ready = await client.get("/readyz", headers=headers)
+    assert (live.status_code, live.json()) == (200, {"status": "ok"})
+    assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
+    assert live.headers["cache-control"] == "no-store"
+    head = await client.head("/readyz")
+    assert head.status_code == 200 and head.content == b""
+
+
+async def test_readyz_is_a_503_problem_with_the_reason_and_livez_stays_200(
+    make_app: AppFactory,
+) -> None:
+    reason = "no routing state yet: the control store has not answered"
+    async with admin_client(make_app(unready=reason,
+                                     health={"status": "degraded"})) as client:
+        ready = await client.get("/readyz")
+        live = await client.get("/livez")
+    assert is_problem(ready, 503, "not-ready")
+    assert ready.json()["detail"] == reason and ready.headers["retry-after"] == "1"
+    assert live.status_code == 200  # the process answers: no restart for a store outage
+
+
+async def test_the_probes_take_get_and_head_only(client: httpx.AsyncClient) -> None:
+    r = await client.post("/readyz")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
+
+
 async def test_api_answers_are_json_never_cached(client: httpx.AsyncClient) -> None:
     r = await client.get("/_strangler/api/config", headers=AUTH)
     assert r.headers["content-type"] == "application/json"
     assert r.headers["cache-control"] == "no-store"
     assert r.json() == {"actions": True, "poll_seconds": 3, "series_minutes": 60}
+
+
+async def test_shadow_answers_the_summary_the_proxy_stored(
+    client: httpx.AsyncClient, store: ControlStore,
+) -> None:
+    from shadow.report import store_summary
+
+    before = await client.get("/_strangler/api/shadow", headers=AUTH)
+    assert before.json() == {"at": None, "funnels": {}}  # no proxy wrote one yet
+    units = {"compared": 400, "with_mismatch": 1, "parity": 0.9975,
+             "parity_interval": [0.98, 0.9999]}
+    store_summary(store, {"window_seconds": 86400.0, "alpha": 0.05, "funnels": {
+        "warranties": {"units": units, "dropped": {"queue_full": 2}, "comparisons": 900,
+                       "mismatches": 1, "routes": {}}}})
+    r = await client.get("/_strangler/api/shadow", headers=AUTH)
+    assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
+    assert r.json()["funnels"]["warranties"]["units"] == units
+    assert r.json()["funnels"]["warranties"]["dropped"] == {"queue_full": 2}
+    assert isinstance(r.json()["at"], float)
 
 
 async def test_a_kill_is_written_to_the_store_and_answered(

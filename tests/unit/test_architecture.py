@@ -41,3 +41,10 @@ def test_pure_parts_import_no_server_client_store_or_redis(module: str) -> None:
 @pytest.mark.parametrize("module", CONTROL_PLANE)
 def test_the_control_plane_loads_no_data_plane(module: str) -> None:
     assert hits(imported_by(module), DATA_PLANE) == []
+
+
+def test_the_log_format_imports_no_other_package_of_the_project() -> None:
+    """The core and the legacy stub use `logformat` without pulling in the proxy."""
+    project = ("proxy", "control", "guardrails", "admin", "cli", "checkout_core",
+               "legacy_stub", "shadow", "otelsetup")
+    assert hits(imported_by("logformat"), project) == []

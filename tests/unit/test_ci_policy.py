@@ -26,3 +26,19 @@ def test_elsewhere_a_missing_dependency_skips(monkeypatch: pytest.MonkeyPatch,
     assert not under_ci()
     with pytest.raises(pytest.skip.Exception, match="no headless browser"):
         skip_or_fail("no headless browser")
+
+
+def test_no_test_skips_for_a_missing_tool_on_its_own() -> None:
+    # a bare pytest.skip / importorskip would skip under CI too, and report green for code
+    # that never ran: every such skip goes through skip_or_fail
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parents[1]
+    policy = tests / "support" / "ci.py"
+    offenders = [
+        f"{path.relative_to(tests)}:{number}"
+        for path in sorted(tests.rglob("*.py")) if path != policy
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if ("pytest.skip(" in line or "importorskip(" in line) and "noqa: ci-policy" not in line
+    ]
+    assert offenders == [], "skip through tests/support/ci.py skip_or_fail instead"

@@ -59,6 +59,8 @@ def store_path(tmp_path: Path) -> Path:
     ("audit",),
     ("rollout", "status"),
     ("guard", "status"),
+    ("shadow", "status"),
+    ("shadow", "diff", "--funnel", "warranties"),
 ])
 def test_control_commands_load_no_data_plane(command: tuple[str, ...], store_path: Path,
                                              tmp_path: Path) -> None:

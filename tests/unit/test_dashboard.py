@@ -132,3 +132,53 @@ def test_dashboard_paths(path, owned):
 def test_json_never_carries_infinity():
     assert json.loads(json_bytes({"bound": float("inf"), "xs": [float("nan"), 1.5]})) == {
         "bound": None, "xs": [None, 1.5]}
+
+
+# -- the shadow parity panel's data ------------------------------------------------------------
+
+SHADOW_RULES = """\
+schema: 1
+funnels:
+  - name: warranties
+    match: {header: warranties}
+    salt: w1
+    shadow: {share: 10, min_units: 300}
+    rules:
+      - {id: ie, countries: [IE], percent: 0, shadow: {share: 100}}
+      - {id: rest, countries: '*', percent: 5}
+  - name: hardware
+    match: {header: hardware}
+    salt: h1
+    rules:
+      - {id: all, countries: '*', percent: 0}
+"""
+
+
+def test_the_shadow_panel_reads_the_stored_summary_and_the_configuration(tmp_path):
+    from admin.dashboard import reads
+    from control.operations import apply_rules_text
+    from control.status import status_data
+    from control.store import open_store
+    from shadow.report import store_summary
+
+    store = open_store(None, str(tmp_path / "c.sqlite3"))
+    apply_rules_text(store, SHADOW_RULES, source="t", actor="t", reason="t")
+    assert reads.shadow(store) == {"at": None, "funnels": {}}
+    funnels = {f["name"]: f["shadow"] for f in status_data(store)["funnels"]}
+    assert funnels["warranties"]["lines"] == [
+        ("warranties: shadow 10% of legacy-served units; all cart-building routes; parity "
+         "needs 300 compared units"),
+        ("warranties / rule ie: shadow 100% of legacy-served units; all cart-building "
+         "routes; parity needs 300 compared units")]
+    assert funnels["warranties"]["percent_by_rule"] == {"ie": 100, "rest": 10}
+    assert funnels["warranties"]["units"] is None
+    assert funnels["hardware"] == {"lines": [], "percent_by_rule": {"all": None},
+                                   "units": None}
+    units = {"compared": 300, "with_mismatch": 0, "parity": 1.0, "parity_interval": [0.99, 1]}
+    store_summary(store, {"window_seconds": 3600.0, "alpha": 0.05,
+                          "funnels": {"warranties": {"units": units, "routes": {}}}})
+    assert reads.shadow(store)["funnels"]["warranties"]["units"] == units
+    assert status_data(store)["funnels"][0]["shadow"]["units"] == units
+    store.set_meta("shadow:report", "{not json")  # a torn write reads as no report
+    assert reads.shadow(store) == {"at": None, "funnels": {}}
+    store.close()

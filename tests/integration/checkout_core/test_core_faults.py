@@ -24,7 +24,7 @@ from .helpers import http_checkout, payment_body, wait_until
 
 PROBLEM = "application/problem+json"
 QUIET = {"latency_ms": 0, "latency_jitter_ms": 0, "error_rate": 0.0, "decline_rate": 0.0,
-         "unavailable_for_s": 0.0}
+         "unavailable_for_s": 0.0, "pricing_drift": None}
 CoreFactory = Callable[..., httpx.Client]
 
 
@@ -74,7 +74,8 @@ def test_the_faults_start_from_the_settings(make_core: CoreFactory, tmp_path: Pa
 def test_put_replaces_the_faults_whole_and_get_shows_them(make_core: CoreFactory) -> None:
     client = make_core()
     faults = {"latency_ms": 20, "latency_jitter_ms": 5, "error_rate": 0.25,
-              "decline_rate": 0.5, "unavailable_for_s": 0.0}
+              "decline_rate": 0.5, "unavailable_for_s": 0.0,
+              "pricing_drift": {"country": "DE", "kind": "tax_round_down"}}
     assert put_faults(client, **faults) == faults
     assert client.get("/_faults").json() == faults
     assert put_faults(client, error_rate=1) == {**QUIET, "error_rate": 1.0}

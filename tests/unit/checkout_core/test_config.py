@@ -59,3 +59,29 @@ def test_the_gateway_ledger_can_stay_in_memory(value: str | None) -> None:
 
     gateway = build_gateway(CoreSettings(gateway_ledger_path=value))
     assert isinstance(gateway.ledger, MemoryLedger)
+
+
+def test_shadow_resources_expire_after_the_proxys_id_map_forgot_them() -> None:
+    settings = CoreSettings()
+    assert settings.shadow_ttl_seconds == 7200  # the proxy's id map forgets after 3600 s
+    assert settings.run_shadow_expiry is True
+    assert (settings.shadow_expiry_interval_seconds, settings.shadow_expiry_batch_size) == \
+        (60.0, 500)
+
+
+def test_the_shadow_expiry_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHECKOUT_CORE_SHADOW_TTL_SECONDS", "600")
+    monkeypatch.setenv("CHECKOUT_CORE_SHADOW_EXPIRY_BATCH_SIZE", "10")
+    monkeypatch.setenv("CHECKOUT_CORE_RUN_SHADOW_EXPIRY", "false")
+    settings = CoreSettings()
+    assert (settings.shadow_ttl_seconds, settings.shadow_expiry_batch_size) == (600, 10)
+    assert settings.run_shadow_expiry is False
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("shadow_ttl_seconds", 0), ("shadow_expiry_batch_size", 0),
+    ("shadow_expiry_interval_seconds", 0),
+])
+def test_the_shadow_expiry_settings_are_positive(field: str, value: int) -> None:
+    with pytest.raises(ValidationError):
+        CoreSettings(**{field: value})  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ from checkout_core.adapters.fake_gateway import FakeGateway, FakeGatewayConfig
 from checkout_core.bootstrap import build_fault_switch
 from checkout_core.config import CoreSettings
 from checkout_core.domain.errors import ValidationFailed
+from checkout_core.domain.pricing import PricingDrift
 from checkout_core.faults import Faults, FaultSwitch
 from checkout_core.service.ports import ChargeRequest
 from checkout_core.web import api, ops, schemas
@@ -109,6 +110,16 @@ def test_the_unavailable_window_counts_down_from_the_replacement() -> None:
     assert switch.current() == Faults()
 
 
+def test_the_switch_holds_the_pricing_drift_until_replaced() -> None:
+    drift = PricingDrift("DE", "tax_round_down")
+    switch = make_switch()
+    assert switch.pricing_drift() is None
+    assert switch.replace(Faults(pricing_drift=drift)).pricing_drift == drift
+    assert switch.pricing_drift() == drift
+    switch.replace(Faults(error_rate=0.5))
+    assert switch.pricing_drift() is None
+
+
 def test_replacing_the_faults_ends_the_window_early() -> None:
     switch = make_switch(unavailable_for_s=60)
     assert switch.unavailable_for() == 60
@@ -162,7 +173,20 @@ def test_the_startup_faults_come_from_the_environment(monkeypatch: pytest.Monkey
     assert settings.fault_seed == 3
 
 
+def test_a_startup_pricing_drift_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CHECKOUT_CORE_FAULT_PRICING_DRIFT",
+                       '{"country": "FR", "kind": "tax_rate_plus_100bp"}')
+    switch = build_fault_switch(CoreSettings(), FakeGateway())
+    assert switch.pricing_drift() == PricingDrift("FR", "tax_rate_plus_100bp")
+    assert switch.current() == Faults(pricing_drift=PricingDrift("FR", "tax_rate_plus_100bp"))
+
+
 @pytest.mark.parametrize(("variable", "value"), [
+    ("CHECKOUT_CORE_FAULT_PRICING_DRIFT", '{"country": "XX", "kind": "tax_round_down"}'),
+    ("CHECKOUT_CORE_FAULT_PRICING_DRIFT", '{"country": "DE", "kind": "tax_round_up"}'),
+    ("CHECKOUT_CORE_FAULT_PRICING_DRIFT", "DE"),
     ("CHECKOUT_CORE_FAULT_ERROR_RATE", "1.5"),
     ("CHECKOUT_CORE_FAULT_ERROR_RATE", "nan"),
     ("CHECKOUT_CORE_FAULT_LATENCY_MS", "-1"),
@@ -191,6 +215,11 @@ def parse_faults(body: bytes) -> Faults:
       b' "unavailable_for_s": 2.5}'),
      Faults(latency_ms=60_000, error_rate=0.5, unavailable_for_s=2.5)),
     (b'{"unavailable_for_s": 3600}', Faults(unavailable_for_s=3600)),
+    (b'{"pricing_drift": {"country": "DE", "kind": "tax_round_down"}}',
+     Faults(pricing_drift=PricingDrift("DE", "tax_round_down"))),
+    (b'{"pricing_drift": {"kind": "tax_rate_plus_100bp", "country": "US"}, "error_rate": 0.5}',
+     Faults(error_rate=0.5, pricing_drift=PricingDrift("US", "tax_rate_plus_100bp"))),
+    (b'{"pricing_drift": null}', Faults()),
 ])
 def test_a_fault_body_names_the_whole_setting(body: bytes, expected: Faults) -> None:
     assert parse_faults(body) == expected
@@ -212,6 +241,16 @@ def test_a_fault_body_names_the_whole_setting(body: bytes, expected: Faults) -> 
     (b'{"unavailable_for_s": 3601}', "unavailable_for_s"),
     (b'{"unavailable_for_s": Infinity}', "unavailable_for_s"),
     (b'{"error_rat": 0.5}', "error_rat"),
+    (b'{"pricing_drift": {"country": "XX", "kind": "tax_round_down"}}', "pricing_drift.country"),
+    (b'{"pricing_drift": {"country": "de", "kind": "tax_round_down"}}', "pricing_drift.country"),
+    (b'{"pricing_drift": {"country": 49, "kind": "tax_round_down"}}', "pricing_drift.country"),
+    (b'{"pricing_drift": {"kind": "tax_round_down"}}', "pricing_drift.country"),
+    (b'{"pricing_drift": {"country": "DE", "kind": "tax_round_up"}}', "pricing_drift.kind"),
+    (b'{"pricing_drift": {"country": "DE"}}', "pricing_drift.kind"),
+    (b'{"pricing_drift": {"country": "DE", "kind": "tax_round_down", "rate": 1}}',
+     "pricing_drift.rate"),
+    (b'{"pricing_drift": "DE"}', "pricing_drift"),
+    (b'{"pricing_drift": true}', "pricing_drift"),
     (b"[1]", "body"),
     (b'"off"', "body"),
 ])

@@ -35,7 +35,7 @@ spec:
         - name: {{ .component }}
           image: {{ include "checkout-strangler.image" $ctx }}
           imagePullPolicy: {{ $ctx.Values.image.pullPolicy }}
-          command: ["python3", "-m", {{ .module | quote }}, "--host", "0.0.0.0", "--port", {{ .spec.port | quote }}]
+          command: ["python3", "-m", {{ .module | quote }}, "--host", "0.0.0.0", "--port", {{ .spec.port | quote }}, "--log-format", {{ $ctx.Values.logFormat | quote }}]
           {{- with .spec.env }}
           env:
             {{- range $key, $value := . }}

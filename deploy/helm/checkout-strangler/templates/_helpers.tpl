@@ -93,37 +93,17 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/*
-One probe: httpGet, or the image's strangler-healthcheck (exec) for a path behind the admin
-token, which kubelet's httpGet cannot send without putting the token in the pod spec.
+One probe: an httpGet of the admin surface's /livez or /readyz, on the admin port when there
+is one. Both answer without the admin token (they reveal nothing), so no Secret goes into
+the probe.
 */}}
 {{- define "checkout-strangler.probe" -}}
-{{- $ctx := .ctx }}
-{{- $tokenGated := and $ctx.Values.proxy.adminToken.existingSecret (or (hasPrefix "/_strangler/" .path) (eq .path "/metrics")) }}
-{{- if $tokenGated }}
-exec:
-  command: ["strangler-healthcheck", {{ .path | quote }}]
-{{- else }}
 httpGet:
   path: {{ .path }}
-  port: {{ include "checkout-strangler.adminPortName" $ctx }}
-{{- end }}
+  port: {{ include "checkout-strangler.adminPortName" .ctx }}
 periodSeconds: {{ .spec.periodSeconds }}
 failureThreshold: {{ .spec.failureThreshold }}
 timeoutSeconds: {{ .spec.timeoutSeconds }}
-{{- end }}
-
-{{- define "checkout-strangler.livenessPath" -}}
-{{- if .Values.probes.livenessPath }}{{ .Values.probes.livenessPath }}
-{{- else if eq .Values.probes.style "livez" }}/livez
-{{- else }}/_strangler/state
-{{- end }}
-{{- end }}
-
-{{- define "checkout-strangler.readinessPath" -}}
-{{- if .Values.probes.readinessPath }}{{ .Values.probes.readinessPath }}
-{{- else if eq .Values.probes.style "livez" }}/readyz
-{{- else }}/_strangler/healthz
-{{- end }}
 {{- end }}
 
 {{/* Refuse what cannot work, before anything is applied. */}}

@@ -1,0 +1,119 @@
+"""The routes of the checkout contract (docs/contract.md) as the shadow sees them.
+
+Cart building has no side effect outside the core and may be mirrored: create a cart, add,
+change and remove items, create a checkout, and read a cart. Placing an order takes a
+payment and is never mirrored, whatever the configuration says; reading an order is never
+mirrored either (no order is ever placed in the shadow, so the core has none to read). The
+contract has no `GET /checkouts/{id}`. Pure.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# Path parameters that name an entity id (mapped legacy -> core); `sku` is not an id.
+ID_PARAMS = frozenset({"cart_id", "checkout_id", "order_id"})
+_PARAM = re.compile(r"\{([a-z_]+)\}")
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTemplate:
+    method: str
+    template: str  # "/carts/{cart_id}/items/{sku}"
+    name: str  # "change_item"
+    mirrorable: bool
+    why_never: str = ""  # for a route that is never mirrored: why, in a sentence
+
+    @property
+    def key(self) -> str:
+        """How rules files and reports name the route: ``"POST /carts/{cart_id}/items"``."""
+        return f"{self.method} {self.template}"
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        return tuple(_PARAM.findall(self.template))
+
+    def match(self, method: str, path: str) -> dict[str, str] | None:
+        """The path parameters when `method` and `path` are this route's, else None."""
+        if method != self.method:
+            return None
+        return match_template(self.template, path)
+
+
+def match_template(template: str, path: str) -> dict[str, str] | None:
+    want = template.split("/")
+    got = path.split("/")
+    if len(want) != len(got):
+        return None
+    params: dict[str, str] = {}
+    for w, g in zip(want, got, strict=True):
+        m = _PARAM.fullmatch(w)
+        if m is None:
+            if w != g:
+                return None
+        elif g == "":
+            return None
+        else:
+            params[m.group(1)] = g
+    return params
+
+
+def fill(template: str, params: dict[str, str]) -> str:
+    return _PARAM.sub(lambda m: params[m.group(1)], template)
+
+
+_ORDER = ("it places an order (a payment), and placing an order is never mirrored, "
+          "whatever the configuration says")
+_READ_ORDER = ("it reads an order, and no order is ever placed in the shadow (the core has "
+               "none to read)")
+
+ROUTES: tuple[RouteTemplate, ...] = (
+    RouteTemplate("POST", "/carts", "create_cart", True),
+    RouteTemplate("GET", "/carts/{cart_id}", "get_cart", True),
+    RouteTemplate("POST", "/carts/{cart_id}/items", "add_item", True),
+    RouteTemplate("PATCH", "/carts/{cart_id}/items/{sku}", "change_item", True),
+    RouteTemplate("DELETE", "/carts/{cart_id}/items/{sku}", "remove_item", True),
+    RouteTemplate("POST", "/carts/{cart_id}/checkout", "create_checkout", True),
+    RouteTemplate("POST", "/checkouts/{checkout_id}/orders", "place_order", False, _ORDER),
+    RouteTemplate("GET", "/orders/{order_id}", "get_order", False, _READ_ORDER),
+)
+BY_KEY = {r.key: r for r in ROUTES}
+MIRRORABLE: tuple[RouteTemplate, ...] = tuple(r for r in ROUTES if r.mirrorable)
+# The default of `shadow.routes`: every cart-building route.
+CART_BUILDING = frozenset(r.key for r in MIRRORABLE)
+_BY_FIRST_SEGMENT: dict[str, tuple[RouteTemplate, ...]] = {}
+for _route in ROUTES:
+    _first = _route.template.split("/")[1]
+    _BY_FIRST_SEGMENT[_first] = (*_BY_FIRST_SEGMENT.get(_first, ()), _route)
+
+
+def match_route(method: str, path: str) -> tuple[RouteTemplate, dict[str, str]] | None:
+    """The contract route of a request (mirrorable or not) and its path parameters."""
+    first = path.split("/", 2)[1] if path.startswith("/") and len(path) > 1 else ""
+    for route in _BY_FIRST_SEGMENT.get(first, ()):
+        params = route.match(method, path)
+        if params is not None:
+            return route, params
+    return None
+
+
+def parse_route_key(text: str) -> RouteTemplate:
+    """The contract route that a rules file's `"METHOD /path"` names; ValueError, with a
+    sentence a release manager can act on, when there is none or it is never mirrored.
+
+    A path may spell parameters with any name or with a concrete id
+    (`POST /checkouts/lg_chk_1/orders` is refused as order placement too)."""
+    parts = text.split()
+    if len(parts) != 2 or not parts[1].startswith("/"):
+        raise ValueError(f"{text!r} is not a route: write METHOD /path, e.g. "
+                         f"'POST /carts/{{cart_id}}/items'")
+    method, path = parts[0].upper(), parts[1].rstrip("/") or "/"
+    found = match_route(method, path)
+    if found is None:
+        raise ValueError(f"{text!r} is not a route of the checkout contract; mirrorable "
+                         f"routes: {', '.join(r.key for r in MIRRORABLE)}")
+    route = found[0]
+    if not route.mirrorable:
+        raise ValueError(f"{text!r} is refused: {route.why_never}")
+    return route

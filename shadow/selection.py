@@ -1,0 +1,86 @@
+"""Which requests legacy served are replayed to the core: pure, for the hot path.
+
+A request is mirrored when all of these hold:
+- legacy served it for a reason that says nothing against the core (`mirrorable_decision`:
+  not a kill switch, a failover or a routing error);
+- its funnel (or the rule matching its country) has a shadow section with a share above 0;
+- it is one of the section's routes, which are only ever cart building (`shadow.routes`):
+  placing or reading an order never is, whatever the configuration says;
+- its path names no core id (`co_...`): such a request belongs to the core already;
+- its unit is in the share: `shadow_bucket(salt, unit) < basis points`. The hash is
+  murmur3 of ``"salt:unit"`` like the rollout's bucket, with another seed, so the units
+  shadowed are independent of the units a rule routes to the core; and raising the share
+  keeps every unit already shadowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from control.bucketing import BUCKETS, normalized_hash
+from control.decision import CORE_ID_PREFIX, Backend, Decision, Reason
+from shadow.routes import RouteTemplate, match_route
+from shadow.spec import ShadowConfig
+
+if TYPE_CHECKING:
+    from control.rules import Funnel
+
+SHADOW_SEED = 0x5EAD0  # the rollout bucketing uses seed 0
+# Legacy served these because the rules (or an owner, or stickiness) said so: the core is
+# not known to be in trouble. KILL_SWITCH, FAILOVER and ERROR are never mirrored.
+MIRRORED_REASONS = frozenset({Reason.OWNER, Reason.STICKY, Reason.RULE, Reason.DEFAULT})
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """A mirrored request: its contract route, path parameters and the shadow config."""
+
+    route: RouteTemplate
+    params: dict[str, str]
+    config: ShadowConfig
+
+    @property
+    def route_key(self) -> str:
+        return self.route.key
+
+
+def shadow_bucket(salt: str, unit: str) -> int:
+    """The unit's shadow bucket 0..9999, independent of its rollout bucket."""
+    return normalized_hash(salt, unit, BUCKETS, seed=SHADOW_SEED)
+
+
+def mirrorable_decision(decision: Decision) -> bool:
+    """Whether a request routed by `decision` may be mirrored at all (legacy served it for
+    a reason that is not a kill switch, a failover or an error)."""
+    return decision.backend is Backend.LEGACY and decision.reason in MIRRORED_REASONS
+
+
+def names_core_id(path: str) -> bool:
+    return any(segment.startswith(CORE_ID_PREFIX) for segment in path.split("/"))
+
+
+def select(config: ShadowConfig | None, salt: str, unit: str, method: str,
+           path: str) -> Selection | None:
+    """The selection of one legacy-served request, or None when it is not mirrored.
+    `path` is the path as forwarded upstream (funnel prefix stripped); a query is ignored."""
+    if config is None or config.basis_points <= 0:
+        return None
+    path = path.split("?", 1)[0]
+    found = match_route(method, path)
+    if found is None:
+        return None
+    route, params = found
+    if not route.mirrorable or route.key not in config.routes or names_core_id(path):
+        return None
+    if shadow_bucket(salt, unit) >= config.basis_points:
+        return None
+    return Selection(route, params, config)
+
+
+def select_request(funnel: Funnel | None, country: str | None, unit: str, method: str,
+                   path: str) -> Selection | None:
+    """`select` with the shadow of the funnel's rule for `country` (else the funnel's)."""
+    if funnel is None:
+        return None
+    return select(funnel.shadow_for(country), funnel.salt, unit, method, path)
