@@ -3,7 +3,8 @@ headers, the QA override and the admin port with its token."""
 
 from __future__ import annotations
 
-import uuid
+import hashlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,12 @@ from tests.support.servers import free_port, serve
 
 pytestmark = pytest.mark.e2e
 
-SECRET = "qa-" + uuid.uuid4().hex
-ADMIN_TOKEN = "admin-" + uuid.uuid4().hex
+# Fixed per run of the suite (the parameters name them, and pytest-xdist workers must collect
+# the same tests), never guessable across runs: seeded from the session's start.
+_RUN = hashlib.sha256(f"{os.getppid()}:{os.environ.get('PYTEST_XDIST_TESTRUNUID', '')}"
+                      .encode()).hexdigest()[:32]
+SECRET = "qa-" + _RUN
+ADMIN_TOKEN = "admin-" + _RUN[::-1]
 DE = {"X-Checkout-Funnel": "warranties", "X-Country": "DE"}  # de-none: 0 % -> legacy
 IE = {"X-Checkout-Funnel": "warranties", "X-Country": "IE"}  # ie-all: 100 % -> core
 

@@ -60,6 +60,7 @@ def test_the_comparison_reports_both_proxies_their_ratios_and_the_mirror(
     assert mirror["sent"] == mirror["compared"] == mirror["submitted"]
     assert mirror["mismatched"] == 0
     assert mirror["submitted"] + sum(mirror["dropped"].values()) >= mirror["requests"]
+    assert 0 <= mirror["live_compared"] <= mirror["compared"]
 
 
 @pytest.mark.timeout(40)

@@ -135,15 +135,18 @@ def run_flood(url: str, requests: int) -> dict[str, Any]:
 
 @contextmanager
 def flood_going_on(url: str, requests: int) -> Iterator[None]:
-    """The same flood in the background: the attack goes on while on-call reacts."""
+    """The same flood in the background: the attack goes on while on-call reacts, and is
+    stopped once the block has shown what it must (waiting for its end proves nothing)."""
     proc = subprocess.Popen(flood_args(url, requests), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, cwd=REPO, env=clean_env())
     try:
         time.sleep(1.0)
+        assert proc.poll() is None, "the background flood ended before the kill"
         yield
     finally:
+        proc.terminate()
         try:
-            proc.wait(150)
+            proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
