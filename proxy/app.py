@@ -41,7 +41,7 @@ from proxy.problems import send_problem
 from proxy.runtime import ProxyRuntime
 from proxy.server_protocol import ABORT, HttpLimits
 from proxy.trace_context import CURRENT_TRACE_ID
-from shadow.mirror import MirrorJob
+from shadow.mirror import KEPT_HEADERS, MirrorJob
 from shadow.selection import mirrorable_decision, select_request
 
 log = logging.getLogger("strangler.proxy")
@@ -306,14 +306,18 @@ class ProxyApp:
         selection = select_request(ctx.funnel, ctx.country, ctx.unit, method, ctx.path)
         if selection is None or ctx.funnel is None:
             return
-        if body is not None and body.more:  # streamed on to legacy: not held, not mirrored
-            self.rt.mirror.recorder.dropped(ctx.funnel.name, "too_large")
-            self.rt.metrics.shadow_dropped(ctx.funnel.name, "too_large")
+        mirror = self.rt.mirror
+        if not mirror.has_room():  # before anything is copied: a full queue costs nothing
+            mirror.drop(ctx.funnel.name, "queue_full")
             return
-        headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in scope["headers"]]
+        if body is not None and body.more:  # streamed on to legacy: not held, not mirrored
+            mirror.drop(ctx.funnel.name, "too_large")
+            return
+        headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in scope["headers"]
+                   if n in KEPT_HEADERS]  # the few the replay sends, never cookies
         encoding = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in response.raw_headers
                     if n.lower() == b"content-encoding"]
-        self.rt.mirror.submit(MirrorJob(
+        mirror.submit(MirrorJob(
             ctx.funnel.name, ctx.unit, selection, method, headers,
             body.first if body is not None else b"", response.status, answer, encoding))
 

@@ -5,6 +5,9 @@ response went out. `submit` never blocks, never raises and costs O(1): the job g
 bounded queue of this replica, or is dropped and counted. Workers (`concurrency` of them)
 replay the jobs:
 
+- customers first: a worker takes a job only while the event loop is not busy (a short
+  sleep wakes up less than `busy_lag` late); when the proxy is saturated, the queue fills
+  and further jobs are dropped (`queue_full`) instead of taking the customers' CPU;
 - in order per unit: a unit's jobs wait in its own lane, and a lane is served by one worker
   at a time, so a cart exists in the core before its items are added; different units go
   in parallel;
@@ -21,7 +24,7 @@ replay the jobs:
   flushed to the report store every `flush_interval` seconds, in a thread.
 
 Drops are counted by reason: `queue_full` (`max_queue` jobs or `max_queue_bytes` of bodies
-queued), `too_large` (a body over `max_body_bytes`),
+and headers queued), `too_large` (a body over `max_body_bytes`),
 `unmapped`, `legacy_error` (legacy answered 5xx: nothing to compare), `error` (the send
 failed or timed out, the id map failed, or anything unexpected), `stopped` (submitted
 before `start` or after `stop`, or still queued when the drain timed out).
@@ -51,6 +54,8 @@ Send = Callable[[str, str, list[tuple[str, str]], bytes], Awaitable[tuple[int, H
 SHADOW_HEADER = "x-checkout-shadow"
 IDEMPOTENCY_HEADER = "idempotency-key"
 FORWARDED_HEADERS = frozenset({"content-type", "accept", "accept-language"})
+# what a job keeps of the customer's request head (raw ASGI names): nothing else is replayed
+KEPT_HEADERS = frozenset(h.encode() for h in (*FORWARDED_HEADERS, "idempotency-key"))
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -81,6 +86,11 @@ class MirrorSettings:
     max_body_bytes: int = 64 * 1024  # request or legacy response body (the contract's limit)
     flush_interval: float = 1.0
     drain_timeout: float = 5.0
+    # customers first: replays wait while the event loop lags more than this behind (it is
+    # busy serving customers, or replaying already), so the shadow never takes the CPU the
+    # customers need; what waits too long is dropped at `max_queue` as queue_full
+    busy_lag: float = 0.002
+    lag_probe: float = 0.02  # how often the lag is measured (seconds)
 
 
 def mirror_headers(method: str, headers: Headers, body: bytes) -> list[tuple[str, str]]:
@@ -127,6 +137,8 @@ class Mirror:
         self._idle.set()
         self._accepting = False
         self._tasks: list[asyncio.Task[None]] = []
+        self.lag = 0.0  # the event loop's lag at the last probe (seconds)
+        self.paused = 0  # times a worker waited for the loop to be less busy
         self.submitted = 0
         self.sent = 0
         self.compared = 0
@@ -144,7 +156,7 @@ class Mirror:
             limit = self.settings.max_body_bytes
             if len(job.body) > limit or len(job.legacy_body) > limit:
                 return self._drop(job.funnel, "too_large")
-            size = len(job.body) + len(job.legacy_body)
+            size = _size(job)
             if (self._queued >= self.settings.max_queue
                     or self._queued_bytes + size > self.settings.max_queue_bytes):
                 return self._drop(job.funnel, "queue_full")
@@ -162,6 +174,16 @@ class Mirror:
             log.exception("shadow submit failed")
             self.dropped["error"] = self.dropped.get("error", 0) + 1
             return False
+
+    def has_room(self) -> bool:
+        """Whether a job could be queued now: the caller checks before building one, so
+        that a full queue costs a request no more than this."""
+        return (self._accepting and self._queued < self.settings.max_queue
+                and self._queued_bytes < self.settings.max_queue_bytes)
+
+    def drop(self, funnel: str, reason: str) -> None:
+        """Count a request the caller did not hand over (a full queue, a streamed body)."""
+        self._drop(funnel, reason)
 
     def _drop(self, funnel: str, reason: str) -> bool:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -181,6 +203,7 @@ class Mirror:
             "lanes": len(self._lanes), "submitted": self.submitted, "sent": self.sent,
             "compared": self.compared, "mismatched": self.mismatched,
             "dropped": dict(self.dropped), "flush_errors": self.flush_errors,
+            "loop_lag_ms": round(self.lag * 1000, 3), "paused": self.paused,
         }
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -193,6 +216,8 @@ class Mirror:
                        for i in range(self.settings.concurrency)]
         self._tasks.append(asyncio.create_task(self._flush_loop(),
                                                name="strangler-shadow-flush"))
+        self._tasks.append(asyncio.create_task(self._probe_lag(),
+                                               name="strangler-shadow-lag"))
 
     async def stop(self, timeout: float | None = None) -> None:
         """Stop accepting, let the queue drain (at most `timeout`, default the settings'
@@ -238,15 +263,28 @@ class Mirror:
 
     # -- workers -----------------------------------------------------------------------------
 
+    async def _probe_lag(self) -> None:
+        """Measure how late a short sleep wakes up: the time the loop spends on everything
+        else (customers, replays) between two turns."""
+        loop = asyncio.get_running_loop()
+        period = self.settings.lag_probe
+        while True:
+            started = loop.time()
+            await asyncio.sleep(period)
+            self.lag = max(0.0, loop.time() - started - period)
+
     async def _worker(self) -> None:
         while True:
+            while self.lag > self.settings.busy_lag:  # customers first
+                self.paused += 1
+                await asyncio.sleep(self.settings.lag_probe)
             unit = await self._ready.get()
             lane = self._lanes.get(unit)
             if not lane:
                 continue
             job = lane.popleft()
             self._queued -= 1
-            self._queued_bytes -= len(job.body) + len(job.legacy_body)
+            self._queued_bytes -= _size(job)
             self._in_flight += 1
             try:
                 await self._replay(job)
@@ -318,3 +356,10 @@ class Mirror:
         self.mismatched += not matched
         if self.on_compared is not None:
             self.on_compared(job.funnel, route, matched)
+
+
+def _size(job: MirrorJob) -> int:
+    """What a queued job holds, in bytes: its bodies and its headers."""
+    heads = sum(len(n) + len(v) for n, v in job.headers)
+    heads += sum(len(n) + len(v) for n, v in job.legacy_headers)
+    return len(job.body) + len(job.legacy_body) + heads

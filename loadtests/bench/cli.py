@@ -5,11 +5,9 @@ happens) and the hidden child roles `_upstream`, `_baseline` and `_discard`."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -29,7 +27,15 @@ from loadtests.bench.common import (
     log,
 )
 from loadtests.bench.load import Point, PythonLoad, WrkLoad, combine, measure
-from loadtests.bench.procs import Processes, cpu_split, http_get, loadavg, nginx_binary
+from loadtests.bench.procs import (
+    Processes,
+    clean_up,
+    cpu_split,
+    http_get,
+    loadavg,
+    nginx_binary,
+    unwind_on_signals,
+)
 from loadtests.bench.profiling import profile_all
 from loadtests.bench.report import _fmt, build_report, render
 from loadtests.bench.servers import (
@@ -284,21 +290,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run_in(procs, args, plan, loadavg_at_start)
     finally:
-        procs.stop_all()
-        if args.keep_logs:
-            log(f"bench: logs kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        clean_up(procs, workdir, args.keep_logs, "bench")
 
 
 # --------------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------------
-
-def _raise_exit(signum: int, _frame: Any) -> None:
-    log(f"bench: signal {signum}, stopping every process")
-    raise SystemExit(128 + signum)
-
 
 def _serve_role(argv: list[str]) -> int:
     """A child process of the harness: `_upstream --port N`, `_baseline --port N
@@ -321,12 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ("_upstream", "_baseline", "_discard"):
         return _serve_role(argv)
     args = parse_args(argv)
-    # Ctrl-C raises KeyboardInterrupt even when started from a shell that ignores SIGINT in
-    # background jobs; SIGTERM and SIGHUP unwind the same way. Either way `run` stops all.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _raise_exit)
-    with contextlib.suppress(AttributeError):
-        signal.signal(signal.SIGHUP, _raise_exit)
+    unwind_on_signals("bench")
     try:
         return run(args)
     except HarnessError as exc:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtests.bench.common import REPO, HarnessError
+from loadtests.bench.common import REPO, HarnessError, log
 
 # --------------------------------------------------------------------------------------------
 # Process management
@@ -265,3 +265,27 @@ def loadavg() -> list[float] | None:
         return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
     except (OSError, ValueError):
         return None
+
+
+def unwind_on_signals(name: str) -> None:
+    """Ctrl-C raises KeyboardInterrupt even when started from a shell that ignores SIGINT in
+    background jobs; SIGTERM and SIGHUP unwind the same way (SystemExit), so that the
+    harness's `finally` stops every process it started."""
+
+    def raise_exit(signum: int, _frame: Any) -> None:
+        log(f"{name}: signal {signum}, stopping every process")
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, raise_exit)
+    with contextlib.suppress(AttributeError):
+        signal.signal(signal.SIGHUP, raise_exit)
+
+
+def clean_up(procs: Processes, workdir: Path, keep_logs: bool, name: str) -> None:
+    """Stop every process of a run and remove its work directory (or say where it is)."""
+    procs.stop_all()
+    if keep_logs:
+        log(f"{name}: logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)

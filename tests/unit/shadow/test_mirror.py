@@ -218,6 +218,28 @@ async def test_queued_bytes_are_bounded_too(core: FakeCore) -> None:
     assert mirror.stats()["queued_bytes"] == 0
 
 
+async def test_queued_headers_count_against_the_byte_bound(core: FakeCore) -> None:
+    # a customer's big request head held in the queue is memory like a body
+    core.gate = asyncio.Event()
+    mirror = make(core, concurrency=1, max_queue_bytes=20_000)
+    await mirror.start()
+    try:
+        assert mirror.submit(job("u0", "POST", "/carts", b"{}"))
+        await until(lambda: core.in_flight == 1)
+        big = [("accept", "x" * 8_000)]
+        verdicts = [mirror.submit(job(f"u{i}", "POST", "/carts", b"{}", headers=big))
+                    for i in range(1, 4)]
+        assert verdicts == [True, True, False]
+        assert mirror.stats()["queued_bytes"] >= 16_000
+        assert not mirror.has_room() or mirror.stats()["queued_bytes"] < 20_000
+        core.gate.set()
+        await idle(mirror)
+    finally:
+        await mirror.stop()
+    assert mirror.dropped == {"queue_full": 1}
+    assert mirror.stats()["queued_bytes"] == 0
+
+
 async def test_a_request_naming_an_unknown_id_is_dropped_not_sent(core: FakeCore) -> None:
     mirror = make(core)
     await mirror.start()
