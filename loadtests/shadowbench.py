@@ -1,11 +1,15 @@
 """What the shadow mirror costs the customer, and whether its memory stays bounded.
 
-Two `strangler serve` proxies on one fake upstream (the bench's `serve_upstream`, or nginx
-`return 200`), which plays both the core and legacy:
+One `strangler serve` on one fake upstream (the bench's `serve_upstream`, or nginx
+`return 200`), which plays both the core and legacy, watching a rules file that the bench
+rewrites between points (the proxy reloads it; the bench waits for the new version):
 
 - ``shadow-off``: one funnel whose only rule sends every unit to legacy (``percent: 0``);
 - ``shadow-on``: the same rules plus ``shadow: {share: 100}`` on the funnel, so every
   request legacy serves is replayed to the "core" (the same upstream) and compared.
+
+One process for both, so that nothing but the shadow differs: two processes with identical
+rules measured 1.1-1.4x apart in p50 on this machine.
 
 The load is cart creation, which the mirror replays: ``POST /carts`` with
 ``{"country": "IE", "currency": "EUR"}`` through the funnel, ``X-Checkout-Session`` rotating
@@ -15,7 +19,7 @@ generator). Before measuring, a probe request checks that ``shadow-on`` really m
 not; the run stops with an error otherwise.
 
 Comparison (the default): at each concurrency (``-c``, default 1,32,128), ``--rounds``
-rounds of ``--duration`` seconds per proxy, alternating which goes first. After each
+rounds of ``--duration`` seconds per mode, alternating which goes first. After each
 ``shadow-on`` point it waits until the mirror's queue has drained (so its replays do not
 fall into the next point) and reads the mirror's counters from ``/_strangler/state``:
 submitted, sent, compared (and of those, how many while the load ran; the rest were still
@@ -25,7 +29,7 @@ medians, and per round, each round's two points taken back to back) and PASS/FAI
 target of issue 17: with every unit shadowed, p50 and p99 at c=32 within 10% of shadow off.
 Drops as ``queue_full`` are expected at high rates: the mirror replays with
 ``STRANGLER_SHADOW_CONCURRENCY`` workers (4 by default) and queues at most
-``STRANGLER_SHADOW_QUEUE`` jobs (10,000); beyond that it drops and counts, it never slows
+``STRANGLER_SHADOW_QUEUE`` jobs (1,000); beyond that it drops and counts, it never slows
 the customer down.
 
 Soak (``--soak SECONDS``): only ``shadow-on``, under steady closed-loop load
@@ -60,7 +64,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -121,20 +125,51 @@ def cart_request(sessions: int) -> Request:
 # The two proxies and the mirror's figures
 # --------------------------------------------------------------------------------------------
 
+def rules_path(workdir: Path) -> Path:
+    return workdir / "rules.yaml"
+
+
 def write_rules(workdir: Path, shadow: bool) -> Path:
-    path = workdir / f"rules-{ON if shadow else OFF}.yaml"
-    path.write_text(RULES.format(funnel=FUNNEL_HEADERS["X-Checkout-Funnel"],
-                                 shadow=SHADOW_SECTION if shadow else ""))
+    path = rules_path(workdir)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(RULES.format(funnel=FUNNEL_HEADERS["X-Checkout-Funnel"],
+                                shadow=SHADOW_SECTION if shadow else ""))
+    tmp.replace(path)  # the proxy's watcher never reads a half-written file
     return path
 
 
-def start_proxy(procs: Processes, upstream: str, shadow: bool) -> Target:
-    """`strangler serve` (core and legacy both `upstream`) with the bench's rules."""
-    name = ON if shadow else OFF
-    target = start_full(procs, upstream, name, rules=write_rules(procs.workdir, shadow))
-    target.description = ("`strangler serve`, 1 worker, every unit to legacy (percent 0), "
-                          + ("shadow share 100%" if shadow else "no shadow"))
-    return target
+def start_proxy(procs: Processes, upstream: str) -> tuple[Target, Target]:
+    """One `strangler serve` (core and legacy both `upstream`) watching the bench's rules
+    file: the same process is `shadow-off` and `shadow-on`, the rules file switching the
+    shadow between points (`set_shadow`), so that nothing but the shadow differs (two
+    processes differed by more than 10% with identical rules)."""
+    on = start_full(procs, upstream, "shadow", rules=write_rules(procs.workdir, True))
+    base = "`strangler serve`, 1 worker, every unit to legacy (percent 0), "
+    return (replace(on, name=OFF, description=base + "no shadow (the same process)"),
+            replace(on, name=ON, description=base + "shadow share 100%"))
+
+
+def set_shadow(target: Target, workdir: Path, timeout: float = 30.0) -> None:
+    """Switch the proxy's rules to `target`'s mode and wait until it routes by them."""
+    before = rules_version(target.port)
+    shadow = target.name == ON
+    text = rules_path(workdir).read_text()
+    if (SHADOW_SECTION in text) == shadow:
+        return
+    write_rules(workdir, shadow)
+    deadline = time.monotonic() + timeout
+    while rules_version(target.port) == before:
+        if time.monotonic() > deadline:
+            raise HarnessError(f"the proxy did not load the rules with the shadow "
+                               f"{'on' if shadow else 'off'} within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def rules_version(port: int) -> Any:
+    status, _, body = http_get(port, "/_strangler/state", timeout=5.0)
+    if status != 200:
+        raise HarnessError(f"/_strangler/state answered {status}")
+    return json.loads(body).get("rules_version")
 
 
 def mirror_state(port: int) -> dict[str, Any]:
@@ -173,36 +208,37 @@ def _settled(state: dict[str, Any]) -> int:
     return int(state.get("compared", 0)) + sum(int(n) for n in state.get("dropped", {}).values())
 
 
-def probe(off: Target, on: Target, timeout: float = 10.0) -> dict[str, Any]:
-    """One cart creation through each proxy: served by legacy under the all-legacy rule;
-    the shadow proxy's mirror counts it as compared or dropped, the other's never sees it.
-    Raises HarnessError (with the proxy's log) otherwise."""
+def probe(off: Target, on: Target, workdir: Path, timeout: float = 10.0) -> dict[str, Any]:
+    """One cart creation with the shadow on and one with it off: both served by legacy under
+    the all-legacy rule; the mirror counts the first as compared or dropped and never sees
+    the second. Raises HarnessError (with the proxy's log) otherwise."""
     unit = session_id(10**9)  # outside every load's rotation
-    before_on, before_off = mirror_state(on.port), mirror_state(off.port)
-    for target in (off, on):
+    deltas: dict[str, dict[str, Any]] = {}
+    for target in (on, off):
+        set_shadow(target, workdir)
+        before = mirror_state(target.port)
         status, headers = post_cart(target.port, unit)
         decision = headers.get("x-checkout-decision", "")
         if not 200 <= status < 300 or "rule=all-legacy" not in decision:
             raise HarnessError(f"{target.name}: POST /carts expected a 2xx by legacy under "
                                f"rule all-legacy, got {status} {decision!r}")
-    deadline = time.monotonic() + timeout
-    while True:
-        after_on = mirror_state(on.port)
-        if _settled(after_on) > _settled(before_on):
-            break
-        if time.monotonic() > deadline:
+        deadline = time.monotonic() + (timeout if target is on else 1.0)
+        after = mirror_state(target.port)
+        while _settled(after) == _settled(before) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            after = mirror_state(target.port)
+        deltas[target.name] = mirror_delta(before, after)
+        mirrored = _settled(after) > _settled(before)
+        if target is on and not mirrored:
             tail = on.child.log_tail() if on.child else ""
             raise HarnessError(
                 f"{ON} did not mirror the probe within {timeout:.0f} s: its /_strangler/state "
-                f"shadow is {after_on} (before: {before_on}). Is the shadow section loaded, "
+                f"shadow is {after} (before: {before}). Is the shadow section loaded, "
                 f"is the route mirrored?\n{tail}")
-        time.sleep(0.05)
-    after_off = mirror_state(off.port)
-    if after_off.get("submitted", 0) != before_off.get("submitted", 0):
-        raise HarnessError(f"{OFF} has no shadow but submitted the probe: {after_off}")
-    delta = mirror_delta(before_on, after_on)
-    log(f"shadowbench: probe mirrored by {ON}: {_fmt_delta(delta)}")
-    return delta
+        if target is off and after.get("submitted", 0) != before.get("submitted", 0):
+            raise HarnessError(f"{OFF} has no shadow but submitted the probe: {after}")
+    log(f"shadowbench: probe mirrored by {ON}: {_fmt_delta(deltas[ON])}")
+    return deltas[ON]
 
 
 def wait_drained(port: int, timeout: float = 60.0) -> float:
@@ -239,7 +275,7 @@ def _fmt_delta(delta: dict[str, Any]) -> str:
 def mirror_settings() -> dict[str, int]:
     """The mirror's settings the proxies start with (they inherit this environment)."""
     return {"concurrency": int(os.environ.get("STRANGLER_SHADOW_CONCURRENCY", "4")),
-            "queue": int(os.environ.get("STRANGLER_SHADOW_QUEUE", "10000"))}
+            "queue": int(os.environ.get("STRANGLER_SHADOW_QUEUE", "1000"))}
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,6 +309,7 @@ def compare(load: WrkLoad | PythonLoad, off: Target, on: Target,
         for r in range(args.rounds):
             for target in ((off, on) if r % 2 == 0 else (on, off)):
                 log(f"shadowbench: {target.name} c={c} round {r + 1}/{args.rounds} ...")
+                set_shadow(target, args.workdir)
                 before = mirror_state(on.port)
                 point = measure(load, target, c, args.duration, args.warmup)
                 at_end = mirror_state(on.port)
@@ -590,16 +627,15 @@ def run(args: argparse.Namespace) -> int:
         log(f"shadowbench: work directory {workdir}; loadgen {loadgen}, upstream "
             f"{upstream_kind}; mirror {mirror_settings()}")
         _, upstream = start_upstream(procs, upstream_kind)
-        on = start_proxy(procs, upstream, shadow=True)
-        off = start_proxy(procs, upstream, shadow=False)
-        probed = probe(off, on)
+        off, on = start_proxy(procs, upstream)
+        args.workdir = workdir
+        probed = probe(off, on, workdir)
         sessions = args.soak_sessions if args.soak else args.sessions
         request = cart_request(sessions)
         load: WrkLoad | PythonLoad = (WrkLoad(wrk, procs, request, "shadowbench.lua")
                                       if use_wrk and wrk else PythonLoad(request))
         if args.soak:
-            if off.child is not None:  # the soak needs only the shadow proxy
-                procs.stop(off.child)
+            set_shadow(on, workdir)
             samples = soak(load, on, args)
             report = soak_report(samples, args, loadgen, upstream_kind, on)
             text = render_soak(report)

@@ -70,7 +70,7 @@ class ProxySettings(BaseSettings):
     guard_webhook_url: str | None = Field(None, description="POSTed the evidence of a trip")
     session_cookie_max_age: int = 86_400
     shadow_queue: int = Field(
-        10_000, ge=1, description="mirrored requests (shadow parity) queued on this replica "
+        1_000, ge=1, description="mirrored requests (shadow parity) queued on this replica "
         "at most; above, new ones are dropped and counted (docs/shadow.md)")
     shadow_concurrency: int = Field(4, ge=1, le=256, description="units mirrored at once")
     shadow_timeout: float = Field(5.0, gt=0, description="seconds a mirrored request may "

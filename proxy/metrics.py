@@ -103,9 +103,9 @@ class ProxyMetrics:
         """A mirrored request compared (shadow.mirror's on_compared)."""
         self.shadow_comparisons.labels(funnel, route, "match" if matched else "mismatch").inc()
 
-    def shadow_dropped(self, funnel: str, reason: str) -> None:
-        """A mirrored request dropped (shadow.mirror's on_dropped)."""
-        self.shadow_drops.labels(funnel, reason).inc()
+    def shadow_dropped(self, funnel: str, reason: str, n: int = 1) -> None:
+        """Mirrored requests dropped (shadow.mirror's on_dropped, once a second)."""
+        self.shadow_drops.labels(funnel, reason).inc(n)
 
     def observe(self, o: RequestOutcome) -> None:
         backend = o.backend.value

@@ -77,7 +77,7 @@ class MirrorJob:
 
 @dataclass(frozen=True, slots=True)
 class MirrorSettings:
-    max_queue: int = 10_000  # jobs queued on this replica, over every unit
+    max_queue: int = 1_000  # jobs queued on this replica: a backlog of seconds, not minutes
     max_queue_bytes: int = 32 * 1024 * 1024  # their request and legacy response bodies
     concurrency: int = 4  # units replayed at once
     send_timeout: float = 5.0
@@ -119,7 +119,7 @@ class Mirror:
         settings: MirrorSettings | None = None, *,
         recorder: ShadowRecorder | None = None,
         on_compared: Callable[[str, str, bool], None] | None = None,
-        on_dropped: Callable[[str, str], None] | None = None,
+        on_dropped: Callable[[str, str, int], None] | None = None,
     ) -> None:
         self.send = send
         self.idmap = idmap
@@ -145,6 +145,7 @@ class Mirror:
         self.mismatched = 0
         self.flush_errors = 0
         self.dropped: dict[str, int] = {}
+        self._drops: dict[tuple[str, str], int] = {}  # not yet handed to the report
 
     # -- the caller's side -------------------------------------------------------------------
 
@@ -186,11 +187,19 @@ class Mirror:
         self._drop(funnel, reason)
 
     def _drop(self, funnel: str, reason: str) -> bool:
+        """Count a drop: two dict increments here (drops come by the thousand when the
+        queue is full); the report and `on_dropped` get them at the next flush."""
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
-        self.recorder.dropped(funnel, reason)
-        if self.on_dropped is not None:
-            self.on_dropped(funnel, reason)
+        key = (funnel, reason)
+        self._drops[key] = self._drops.get(key, 0) + 1
         return False
+
+    def _hand_over_drops(self) -> None:
+        drops, self._drops = self._drops, {}
+        for (funnel, reason), n in drops.items():
+            self.recorder.dropped(funnel, reason, n)
+            if self.on_dropped is not None:
+                self.on_dropped(funnel, reason, n)
 
     @property
     def queued(self) -> int:
@@ -247,6 +256,7 @@ class Mirror:
         await self._idle.wait()
 
     async def flush(self) -> None:
+        self._hand_over_drops()
         batch = self.recorder.drain()
         if not batch or self.store is None:
             return

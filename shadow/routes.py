@@ -9,8 +9,15 @@ contract has no `GET /checkouts/{id}`. Pure.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
+
+
+@functools.cache
+def _key(method: str, template: str) -> str:
+    return f"{method} {template}"
+
 
 # Path parameters that name an entity id (mapped legacy -> core); `sku` is not an id.
 ID_PARAMS = frozenset({"cart_id", "checkout_id", "order_id"})
@@ -28,7 +35,7 @@ class RouteTemplate:
     @property
     def key(self) -> str:
         """How rules files and reports name the route: ``"POST /carts/{cart_id}/items"``."""
-        return f"{self.method} {self.template}"
+        return _key(self.method, self.template)
 
     @property
     def params(self) -> tuple[str, ...]:
@@ -41,21 +48,30 @@ class RouteTemplate:
         return match_template(self.template, path)
 
 
+@functools.cache
+def _segments(template: str) -> tuple[tuple[str | None, str], ...]:
+    """A template's segments, parsed once: (parameter name, or None for a literal; text)."""
+    out: list[tuple[str | None, str]] = []
+    for w in template.split("/"):
+        m = _PARAM.fullmatch(w)
+        out.append((m.group(1), w) if m else (None, w))
+    return tuple(out)
+
+
 def match_template(template: str, path: str) -> dict[str, str] | None:
-    want = template.split("/")
+    want = _segments(template)
     got = path.split("/")
     if len(want) != len(got):
         return None
     params: dict[str, str] = {}
-    for w, g in zip(want, got, strict=True):
-        m = _PARAM.fullmatch(w)
-        if m is None:
+    for (param, w), g in zip(want, got, strict=True):
+        if param is None:
             if w != g:
                 return None
         elif g == "":
             return None
         else:
-            params[m.group(1)] = g
+            params[param] = g
     return params
 
 

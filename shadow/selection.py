@@ -57,7 +57,8 @@ def mirrorable_decision(decision: Decision) -> bool:
 
 
 def names_core_id(path: str) -> bool:
-    return any(segment.startswith(CORE_ID_PREFIX) for segment in path.split("/"))
+    """Whether a segment of `path` (which starts with "/") is a core id."""
+    return "/" + CORE_ID_PREFIX in path
 
 
 def select(config: ShadowConfig | None, salt: str, unit: str, method: str,
@@ -66,7 +67,8 @@ def select(config: ShadowConfig | None, salt: str, unit: str, method: str,
     `path` is the path as forwarded upstream (funnel prefix stripped); a query is ignored."""
     if config is None or config.basis_points <= 0:
         return None
-    path = path.split("?", 1)[0]
+    if "?" in path:
+        path = path.split("?", 1)[0]
     found = match_route(method, path)
     if found is None:
         return None

@@ -180,7 +180,7 @@ async def test_a_full_queue_drops_and_counts_without_blocking(core: FakeCore,
     dropped: list[tuple[str, str]] = []
     mirror = Mirror(core.send, MemoryIdMap(), store,
                     MirrorSettings(max_queue=3, concurrency=1, flush_interval=3600),
-                    on_dropped=lambda f, r: dropped.append((f, r)))
+                    on_dropped=lambda f, r, n: dropped.extend([(f, r)] * n))
     await mirror.start()
     try:
         jobs = [job(f"u{i}", "POST", "/carts", legacy_cart(f"lg_{i}", [])) for i in range(6)]
