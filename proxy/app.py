@@ -283,7 +283,10 @@ class ProxyApp:
         if answer is not None and decision.backend is Backend.LEGACY and (
             ctx.funnel is not None and ctx.funnel.name in self._shadowed_funnels()
         ):
-            self._mirror(scope, ctx, decision, body, response, answer)
+            try:  # the customer has the answer: the shadow can only lose its own figures
+                self._mirror(scope, ctx, decision, body, response, answer)
+            except Exception:
+                log.exception("shadow: %s %s was not mirrored", scope["method"], ctx.path)
 
     def _shadowed_funnels(self) -> frozenset[str]:
         """The funnels with a shadow section (theirs or a rule's) in the active rules."""

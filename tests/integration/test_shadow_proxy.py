@@ -228,3 +228,18 @@ def test_a_queued_job_keeps_only_the_headers_it_replays(make_stack) -> None:
     assert {name for name, _ in job.headers} <= {"content-type", "accept",
                                                  "accept-language", "idempotency-key"}
     assert ("accept", "application/json") in job.headers
+
+
+def test_a_failing_capture_costs_the_customer_nothing(make_stack, monkeypatch, caplog) -> None:
+    stack = make_stack(SHADOW)
+
+    def broken(*_: Any) -> None:
+        raise RuntimeError("selection broke")
+
+    monkeypatch.setattr("proxy.app.select_request", broken)
+    with httpx.Client(base_url=stack.url, headers=HEADERS, timeout=30) as client:
+        answers = [client.post("/carts", json={"country": "DE", "currency": "EUR"})
+                   for _ in range(3)]
+    assert [r.status_code for r in answers] == [201, 201, 201]
+    assert all(r.json()["id"].startswith("lg_") for r in answers)
+    assert "was not mirrored" in caplog.text and "selection broke" in caplog.text
