@@ -93,6 +93,10 @@ class RuleSet:
     funnel_header_b: bytes = b""
     country_headers_b: tuple[bytes, ...] = ()
     session_header_b: bytes = b""
+    # the countries some rule names (what else a client sends is "other" in the telemetry)
+    named_countries: frozenset[str] = frozenset()
+    # the funnels with a shadow section, theirs or a rule's (the proxy mirrors only those)
+    shadowed_funnels: frozenset[str] = frozenset()
 
     def funnel(self, name: str) -> Funnel | None:
         for funnel in self.funnels:
@@ -178,6 +182,11 @@ def compile_rules(spec: RulesFile, version: str) -> RuleSet:
         funnel_header_b=ctx.funnel_header.lower().encode(),
         country_headers_b=tuple(h.lower().encode() for h in ctx.country_headers),
         session_header_b=ctx.session_header.lower().encode(),
+        named_countries=frozenset(country for funnel in funnels for rule in funnel.rules
+                                  for country in rule.countries or ()),
+        shadowed_funnels=frozenset(
+            f.name for f in funnels
+            if f.shadow is not None or any(r.shadow is not None for r in f.rules)),
     )
 
 

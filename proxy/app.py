@@ -18,7 +18,6 @@ from typing import Any
 from admin.access import is_admin_path, is_dashboard_path, on_port
 from admin.app import create_admin_app
 from control.decision import Backend, Decision, Reason, RequestContext, decide, is_killed
-from control.rules import RuleSet
 from proxy.access_log import trace_id_from_headers
 from proxy.context import extract_context, forward_path, normalize_path
 from proxy.forward import (
@@ -74,8 +73,6 @@ class ProxyApp:
         self.max_state_age = settings.max_state_age
         self.trust_all_countries = settings.trust_country_headers == "always"
         self._stale = False
-        self._named: tuple[RuleSet | None, frozenset[str]] = (None, frozenset())
-        self._shadowed: tuple[RuleSet | None, frozenset[str]] = (None, frozenset())
         self.draining = False  # the server began to shut down: /readyz answers 503
         # the access log's trace id from the client's traceparent (unless tracing set one)
         self.trace_from_header = settings.access_log > 0
@@ -184,9 +181,7 @@ class ProxyApp:
         if country is None:
             return "-"
         rules = self.rt.snapshot.rules
-        if rules is not self._named[0]:
-            self._named = (rules, _named_countries(rules))
-        return country if country in self._named[1] else "other"
+        return country if rules is not None and country in rules.named_countries else "other"
 
     def _forwardable(self, path: str) -> bool:
         """Only the checkout routes reach the backends (not their ops endpoints such as the
@@ -281,22 +276,13 @@ class ProxyApp:
             return
         answer = await self._stream_response(scope, send, ctx, decision, response, started)
         if answer is not None and decision.backend is Backend.LEGACY and (
-            ctx.funnel is not None and ctx.funnel.name in self._shadowed_funnels()
+            ctx.funnel is not None and (rules := self.rt.snapshot.rules) is not None
+            and ctx.funnel.name in rules.shadowed_funnels
         ):
             try:  # the customer has the answer: the shadow can only lose its own figures
                 self._mirror(scope, ctx, decision, body, response, answer)
             except Exception:
                 log.exception("shadow: %s %s was not mirrored", scope["method"], ctx.path)
-
-    def _shadowed_funnels(self) -> frozenset[str]:
-        """The funnels with a shadow section (theirs or a rule's) in the active rules."""
-        rules = self.rt.snapshot.rules
-        if rules is not self._shadowed[0]:
-            self._shadowed = (rules, frozenset(
-                f.name for f in rules.funnels
-                if f.shadow is not None or any(r.shadow is not None for r in f.rules)
-            ) if rules is not None else frozenset())
-        return self._shadowed[1]
 
     def _mirror(self, scope: dict[str, Any], ctx: RequestContext, decision: Decision,
                 body: RequestBody | None, response: Response, answer: bytes) -> None:
@@ -520,13 +506,6 @@ def _read_first(scope: dict[str, Any], response: Response) -> bool:
     length = response.content_length
     return scope["method"] == "HEAD" or response.status in NO_BODY_STATUS or (
         length is not None and length <= SMALL_RESPONSE)
-
-
-def _named_countries(rules: RuleSet | None) -> frozenset[str]:
-    if rules is None:
-        return frozenset()
-    return frozenset(country for funnel in rules.funnels for rule in funnel.rules
-                     for country in rule.countries or ())
 
 
 def _abort(scope: dict[str, Any]) -> None:

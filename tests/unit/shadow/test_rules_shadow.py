@@ -89,6 +89,15 @@ def test_no_shadow_section_means_no_shadow() -> None:
     assert funnel.shadow_lines() == []
 
 
+def test_the_rule_set_names_its_shadowed_funnels_and_its_countries() -> None:
+    only_rule = BASE.replace(BASE[BASE.index("    shadow:"):BASE.index("    rules:")], "")
+    none = only_rule.replace("        shadow: {share: 100}\n", "")
+    assert load_rules_text(BASE, "1").shadowed_funnels == {"warranties"}
+    assert load_rules_text(only_rule, "1").shadowed_funnels == {"warranties"}  # a rule's
+    assert load_rules_text(none, "1").shadowed_funnels == frozenset()
+    assert load_rules_text(BASE, "1").named_countries == {"IE"}
+
+
 def test_routes_are_canonicalised() -> None:
     text = BASE.replace("      share: 12.5\n", "      share: 12.5\n      routes: ['post /carts', "
                         "'POST /carts/{id}/items/', 'GET /carts/{cart}']\n")
