@@ -6,7 +6,6 @@ listener closed, and `strangler up`'s backends are known by process, not by port
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import socket
 import subprocess
@@ -18,6 +17,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import RULES
+from tests.support.backends import HeldBackend
 from tests.support.processes import (
     REPO,
     clean_env,
@@ -30,25 +30,6 @@ from tests.support.processes import (
 from tests.support.servers import free_port, serve
 
 pytestmark = pytest.mark.e2e
-
-class HeldBackend:
-    """Answers every request once the test releases it: `started` is set when one arrives,
-    `release` lets the answer go (at the latest after a minute)."""
-
-    def __init__(self) -> None:
-        self.started = threading.Event()
-        self.release = threading.Event()
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        self.started.set()
-        await asyncio.to_thread(self.release.wait, 60)
-        body = BODY
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
 
 BODY = b"slow but complete " * 1000
 
@@ -66,7 +47,7 @@ def test_sigterm_lets_the_request_in_flight_finish_and_refuses_new_connections(
 ) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
-    backend = HeldBackend()
+    backend = HeldBackend(BODY)
     result: dict[str, Any] = {}
 
     def slow_request(url: str) -> None:

@@ -24,7 +24,7 @@ from proxy.app import ProxyApp
 from proxy.config import ProxySettings
 from proxy.main import UVICORN_OPTIONS, create_app
 from tests.integration.conftest import RULES, TEST_DEFAULTS
-from tests.support.backends import EchoBackend
+from tests.support.backends import EchoBackend, HeldBackend
 from tests.support.processes import wait_until
 from tests.support.redis_server import own_redis_server
 from tests.support.servers import PortReservation, ServerThread, serve
@@ -147,23 +147,6 @@ def test_stored_rules_this_proxy_cannot_read_are_not_ready(tmp_path: Path) -> No
         assert ready.status_code == 503
         assert "no valid rules to route with" in ready.json()["detail"]
         assert status(server.url, "/livez") == 200
-
-
-class HeldBackend:
-    """Answers once the test releases it; `started` is set when a request arrives."""
-
-    def __init__(self) -> None:
-        self.started = threading.Event()
-        self.release = threading.Event()
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        self.started.set()
-        await asyncio.to_thread(self.release.wait, 60)
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", b"2")]})
-        await send({"type": "http.response.body", "body": b"ok"})
 
 
 async def asgi_status(app: ProxyApp, path: str) -> tuple[int, dict[str, Any]]:

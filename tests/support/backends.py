@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,3 +77,23 @@ class EchoBackend:
                         "more_body": True})
             await asyncio.sleep(0.3)
         await send({"type": "http.response.body", "body": b""})
+
+
+class HeldBackend:
+    """Answers every request with `body` once the test releases it: `started` is set when
+    one arrives, `release` lets the answer go (at the latest after a minute)."""
+
+    def __init__(self, body: bytes = b"ok") -> None:
+        self.body = body
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        self.started.set()
+        await asyncio.to_thread(self.release.wait, 60)
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"text/plain"),
+            (b"content-length", str(len(self.body)).encode())]})
+        await send({"type": "http.response.body", "body": self.body})
