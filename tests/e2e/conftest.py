@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,28 +59,22 @@ class Up:
         return run_cli(*args, data_dir=self.data_dir, check=check)
 
 
-@pytest.fixture(scope="module")
-def strangler_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
-    """`strangler up` as a user runs it, as a subprocess, on free ports."""
-    data_dir = tmp_path_factory.mktemp("up")
-    rules_file = data_dir / "checkout.yaml"
-    # Legacy is made fast here (5 ms, not a monolith's 250 ms), which would make the core
-    # look slow to the latency guardrail; these tests are about routing, so the guardrails
-    # ask for more samples than they will ever see (test_guardrail_monitor covers trips).
-    text = (REPO / "rules" / "checkout.yaml").read_text()
-    rules_file.write_text(text.replace("min_samples: 100 ", "min_samples: 1000000 ", 1))
-    assert "min_samples: 1000000" in rules_file.read_text()
+@contextmanager
+def running_up(data_dir: Path, rules_file: Path, legacy_latency_ms: int = 5,
+               env: dict[str, str] | None = None) -> Iterator[Up]:
+    """`strangler up` as a user runs it, as a subprocess, on free ports, until the block
+    ends. The tests' X-Country comes from loopback, as a CDN's would (docs/reliability.md,
+    Trust); `env` adds to the environment."""
     while True:  # the proxy, core and legacy need three consecutive free ports
         port = free_port()
         if port < 65000:
             break
     log = open(data_dir / "up.log", "wb")  # noqa: SIM115
-    # the tests' X-Country comes from loopback, as a CDN's would (docs/reliability.md, Trust)
-    env = {**os.environ, "STRANGLER_TRUST_COUNTRY_HEADERS": "always"}
+    environ = {**os.environ, "STRANGLER_TRUST_COUNTRY_HEADERS": "always", **(env or {})}
     proc = subprocess.Popen(
         [*strangler_cmd(), "up", "--port", str(port), "--data-dir", str(data_dir),
-         "--rules", str(rules_file), "--legacy-latency-ms", "5"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env,
+         "--rules", str(rules_file), "--legacy-latency-ms", str(legacy_latency_ms)],
+        stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=environ,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -92,3 +87,18 @@ def strangler_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def strangler_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    """`strangler up` with the repository's rules, shared by a test module."""
+    data_dir = tmp_path_factory.mktemp("up")
+    rules_file = data_dir / "checkout.yaml"
+    # Legacy is made fast here (5 ms, not a monolith's 250 ms), which would make the core
+    # look slow to the latency guardrail; these tests are about routing, so the guardrails
+    # ask for more samples than they will ever see (test_guardrail_monitor covers trips).
+    text = (REPO / "rules" / "checkout.yaml").read_text()
+    rules_file.write_text(text.replace("min_samples: 100 ", "min_samples: 1000000 ", 1))
+    assert "min_samples: 1000000" in rules_file.read_text()
+    with running_up(data_dir, rules_file) as up:
+        yield up

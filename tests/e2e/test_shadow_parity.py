@@ -11,10 +11,8 @@ must be the same as with the shadow off.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import REPO, run_cli, strangler_cmd, wait_healthy
+from tests.e2e.conftest import run_cli, running_up
 from tests.support.processes import wait_until
-from tests.support.servers import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -51,26 +48,10 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int, Pat
     data_dir = tmp_path_factory.mktemp("shadow-up")
     rules = data_dir / "rules.yaml"
     rules.write_text(RULES)
-    port = next(p for p in iter(free_port, None) if p < 65000)
-    log = open(data_dir / "up.log", "wb")  # noqa: SIM115
-    env = {**os.environ, "STRANGLER_TRUST_COUNTRY_HEADERS": "always",
-           "STRANGLER_GUARD_INTERVAL": "0.5",
-           "LEGACY_STUB_DECLINE_RATE": "0"}  # every order placed: the answers are comparable
-    proc = subprocess.Popen(
-        [*strangler_cmd(), "up", "--port", str(port), "--data-dir", str(data_dir),
-         "--rules", str(rules), "--legacy-latency-ms", "0"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url + "/_strangler/healthz", proc)
-        yield url, port, data_dir, rules
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    # every order placed (no declines): the answers with the shadow on and off compare
+    env = {"STRANGLER_GUARD_INTERVAL": "0.5", "LEGACY_STUB_DECLINE_RATE": "0"}
+    with running_up(data_dir, rules, legacy_latency_ms=0, env=env) as running:
+        yield running.url, running.port, data_dir, rules
 
 
 def customer(url: str, country: str) -> list[httpx.Response]:
