@@ -117,9 +117,11 @@ def test_not_ready_before_the_first_state_then_ready_once_the_store_answers(
                 operations.apply_rules_text(store, RULES, source="t", actor="t",
                                             reason="seed")
                 store.close()
-                wait_until(lambda: status(server.url, "/readyz") == 200, 15,
-                           "ready once the store answers")
-                assert app.rt.snapshot.rules is not None
+                # the watcher may read the empty store before the seed (that is ready too:
+                # a deliberate all-legacy state); wait for the seeded rules, then ready
+                wait_until(lambda: app.rt.snapshot.rules is not None, 15,
+                           "the seeded rules once the store answers")
+                assert status(server.url, "/readyz") == 200
                 assert decision(server.url, IE).startswith("RULE")
     finally:
         reservation.close()
