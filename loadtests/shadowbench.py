@@ -23,12 +23,13 @@ rounds of ``--duration`` seconds per mode, alternating which goes first. After e
 ``shadow-on`` point it waits until the mirror's queue has drained (so its replays do not
 fall into the next point) and reads the mirror's counters from ``/_strangler/state``:
 submitted, sent, compared (and of those, how many while the load ran; the rest were still
-queued when it stopped), mismatched and dropped by reason, with the RSS of both proxies.
+queued when it stopped), mismatched and dropped by reason, with the proxy's RSS.
 It prints req/s, p50 and p99 per proxy (medians over rounds), the on/off ratios (of the
 medians, and per round, each round's two points taken back to back) and PASS/FAIL for the
 target of issue 17: with every unit shadowed, p50 and p99 at c=32 within 10% of shadow off.
-Drops as ``queue_full`` are expected at high rates: the mirror replays with
-``STRANGLER_SHADOW_CONCURRENCY`` workers (4 by default) and queues at most
+Drops as ``queue_full`` are expected when the proxy is saturated: the mirror replays only
+while the event loop was on the CPU at most ``STRANGLER_SHADOW_MAX_BUSY`` of the time (0.75
+by default), with ``STRANGLER_SHADOW_CONCURRENCY`` workers (4), and queues at most
 ``STRANGLER_SHADOW_QUEUE`` jobs (1,000); beyond that it drops and counts, it never slows
 the customer down.
 
@@ -107,8 +108,10 @@ funnels:
       - {{id: all-legacy, countries: '*', percent: 0}}
 """
 SHADOW_SECTION = "    shadow: {share: 100}\n"
-DROP_NOTE = ("queue_full drops are expected at high rates: the mirror replays with "
-             "STRANGLER_SHADOW_CONCURRENCY workers ({concurrency}) and queues at most "
+DROP_NOTE = ("queue_full drops are expected when the proxy is saturated: the mirror "
+             "replays only while the event loop was on the CPU at most "
+             "STRANGLER_SHADOW_MAX_BUSY of the time ({max_busy}), with "
+             "STRANGLER_SHADOW_CONCURRENCY workers ({concurrency}), and queues at most "
              "STRANGLER_SHADOW_QUEUE jobs ({queue}); beyond that it drops and counts, it "
              "never slows the customer down")
 COUNTERS = ("submitted", "sent", "compared", "mismatched")
@@ -272,10 +275,11 @@ def _fmt_delta(delta: dict[str, Any]) -> str:
             + f", dropped: {_fmt_drops(delta['dropped'])}")
 
 
-def mirror_settings() -> dict[str, int]:
+def mirror_settings() -> dict[str, float]:
     """The mirror's settings the proxies start with (they inherit this environment)."""
     return {"concurrency": int(os.environ.get("STRANGLER_SHADOW_CONCURRENCY", "4")),
-            "queue": int(os.environ.get("STRANGLER_SHADOW_QUEUE", "1000"))}
+            "queue": int(os.environ.get("STRANGLER_SHADOW_QUEUE", "1000")),
+            "max_busy": float(os.environ.get("STRANGLER_SHADOW_MAX_BUSY", "0.75"))}
 
 
 # --------------------------------------------------------------------------------------------
@@ -290,8 +294,7 @@ class MirrorPoint:
     live_compared: int  # compared while the load ran (warm-up and measured)
     queued_at_end: int  # queued when the load stopped, replayed during the drain
     drain_seconds: float  # after the point, until nothing was queued or in flight
-    rss_on_mb: float | None
-    rss_off_mb: float | None
+    rss_mb: float | None  # the proxy's (one process is both modes)
     submitted: int = 0
     sent: int = 0
     compared: int = 0
@@ -323,7 +326,7 @@ def compare(load: WrkLoad | PythonLoad, off: Target, on: Target,
                     live = int(at_end.get("compared", 0)) - int(before.get("compared", 0))
                     queued = int(at_end.get("queued", 0))
                     mirror.append(MirrorPoint(c, r + 1, point.requests, live, queued,
-                                              round(drain, 2), rss_mb(on), rss_mb(off),
+                                              round(drain, 2), rss_mb(on),
                                               **delta))
                     line += (f"; mirror {_fmt_delta(delta)}; {live:,} compared while loaded, "
                              f"{queued:,} queued at the end, drained in {drain:.1f} s")
@@ -413,18 +416,19 @@ def render_comparison(report: dict[str, Any]) -> str:
         lines.append(f"{c:>4} {_f(r['rps'], '.3f'):>7} {_f(r['p50'], '.3f'):>7} "
                      f"{_f(r['p99'], '.3f'):>7} {_f(r['cpu'], '.3f'):>7}   {p50s} | {p99s}")
     mirror = cfg["mirror"]
-    lines += ["", (f"mirror of {ON} per point (measured + warm-up requests; counted after "
-                   "its queue drained; live: compared while the load ran; queued: when it "
-                   "stopped, replayed in the drain; RSS of both proxies after the point):"),
+    lines += ["", (f"mirror of {ON} per point (requests: measured; the mirror's counts, "
+                   "taken after its queue drained, include the warm-up's; live: compared "
+                   "while the load ran; queued: when it stopped, replayed in the drain; RSS: "
+                   "the proxy's after the point):"),
               (f"{'c':>4} {'round':>5} {'requests':>9} {'submitted':>9} {'sent':>8} "
                f"{'compared':>8} {'live':>7} {'queued':>7} {'mismatch':>8} {'drain s':>7} "
-               f"{'RSS on':>7} {'RSS off':>7}  dropped")]
+               f"{'RSS MB':>7}  dropped")]
     for m in report["mirror"]:
         lines.append(f"{m['concurrency']:>4} {m['round']:>5} {m['requests']:>9,} "
                      f"{m['submitted']:>9,} {m['sent']:>8,} {m['compared']:>8,} "
                      f"{m['live_compared']:>7,} {m['queued_at_end']:>7,} "
                      f"{m['mismatched']:>8,} {m['drain_seconds']:>7.1f} "
-                     f"{_f(m['rss_on_mb'], '.1f'):>7} {_f(m['rss_off_mb'], '.1f'):>7}  "
+                     f"{_f(m['rss_mb'], '.1f'):>7}  "
                      f"{_fmt_drops(m['dropped'])}")
     lines += [f"({DROP_NOTE.format(**mirror)})", ""]
     lines.append("target (issue 17): with every unit shadowed, p50 and p99 at c=32 within "
@@ -606,6 +610,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def profile_modes(load: WrkLoad | PythonLoad, targets: list[Target],
+                  args: argparse.Namespace, procs: Processes) -> list[dict[str, Any]]:
+    """py-spy on the proxy in each mode: the rules switched to that mode first (the two
+    targets are one process)."""
+    profiles: list[dict[str, Any]] = []
+    for target in targets:
+        set_shadow(target, args.workdir)
+        profiles += profile_all(load, [target], args.duration, args.profile, procs)
+    return profiles
+
+
 def run(args: argparse.Namespace) -> int:
     wrk = shutil.which("wrk")
     if args.loadgen == "wrk" and not wrk:
@@ -645,8 +660,7 @@ def run(args: argparse.Namespace) -> int:
                                        upstream_kind, probed)
             text = render_comparison(report)
             if args.profile is not None:
-                report["profiles"] = profile_all(load, [off, on], args.duration,
-                                                 args.profile, procs)
+                report["profiles"] = profile_modes(load, [off, on], args, procs)
                 text += "".join(f"\n\n{p['text']}" for p in report["profiles"])
         if args.json_out:
             args.json_out.write_text(json.dumps(report, indent=2) + "\n")

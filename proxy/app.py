@@ -41,7 +41,7 @@ from proxy.runtime import ProxyRuntime
 from proxy.server_protocol import ABORT, HttpLimits
 from proxy.trace_context import CURRENT_TRACE_ID
 from shadow.mirror import KEPT_HEADERS, MirrorJob
-from shadow.selection import mirrorable_decision, select_request
+from shadow.selection import MIRRORED_REASONS, route_request, selection
 
 log = logging.getLogger("strangler.proxy")
 
@@ -289,15 +289,16 @@ class ProxyApp:
         """Hand a request legacy served to the shadow mirror, after its answer went out
         (docs/shadow.md): only when the funnel's shadow selects it, and only what was held
         whole (the request body read ahead, the response read before it was relayed)."""
-        if not mirrorable_decision(decision):
+        # every request of a shadowed funnel passes here: few calls, nothing copied until
+        # the job is known to be queued (`mirrorable_decision`, inlined: legacy served it)
+        if decision.reason not in MIRRORED_REASONS or ctx.funnel is None:
             return
         method: str = scope["method"]
-        selection = select_request(ctx.funnel, ctx.country, ctx.unit, method, ctx.path)
-        if selection is None or ctx.funnel is None:
+        selected = route_request(ctx.funnel, ctx.country, ctx.unit, method, ctx.path)
+        if selected is None:
             return
         mirror = self.rt.mirror
-        if not mirror.has_room():  # before anything is copied: a full queue costs nothing
-            mirror.drop(ctx.funnel.name, "queue_full")
+        if not mirror.admit(ctx.funnel.name):  # a full queue: counted, nothing copied
             return
         if body is not None and body.more:  # streamed on to legacy: not held, not mirrored
             mirror.drop(ctx.funnel.name, "too_large")
@@ -307,7 +308,7 @@ class ProxyApp:
         encoding = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in response.raw_headers
                     if n.lower() == b"content-encoding"]
         mirror.submit(MirrorJob(
-            ctx.funnel.name, ctx.unit, selection, method, headers,
+            ctx.funnel.name, ctx.unit, selection(*selected, ctx.path), method, headers,
             body.first if body is not None else b"", response.status, answer, encoding))
 
     async def _request_body(self, receive: Any, length: int | None) -> RequestBody:

@@ -73,6 +73,10 @@ class ProxySettings(BaseSettings):
         1_000, ge=1, description="mirrored requests (shadow parity) queued on this replica "
         "at most; above, new ones are dropped and counted (docs/shadow.md)")
     shadow_concurrency: int = Field(4, ge=1, le=256, description="units mirrored at once")
+    shadow_max_busy: float = Field(
+        0.75, gt=0, le=1, description="customers first: mirrored requests wait while the "
+        "proxy's event loop was on the CPU more than this share of the time (customers and "
+        "replays together); a saturated replica replays nothing and drops (docs/shadow.md)")
     shadow_timeout: float = Field(5.0, gt=0, description="seconds a mirrored request may "
                                   "take at the core before it counts as an error")
     shadow_id_ttl: float = Field(3600.0, gt=0, description="seconds a unit's legacy id -> "

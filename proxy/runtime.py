@@ -118,6 +118,7 @@ class ProxyRuntime:
             self._shadow_send, self._shadow_idmap(), self.shadow_report,
             MirrorSettings(max_queue=settings.shadow_queue,
                            concurrency=settings.shadow_concurrency,
+                           max_busy=settings.shadow_max_busy,
                            send_timeout=settings.shadow_timeout),
             on_compared=self.metrics.shadow_compared, on_dropped=self.metrics.shadow_dropped,
         )

@@ -5,9 +5,13 @@ response went out. `submit` never blocks, never raises and costs O(1): the job g
 bounded queue of this replica, or is dropped and counted. Workers (`concurrency` of them)
 replay the jobs:
 
-- customers first: a worker takes a job only while the event loop is not busy (a short
-  sleep wakes up less than `busy_lag` late); when the proxy is saturated, the queue fills
-  and further jobs are dropped (`queue_full`) instead of taking the customers' CPU;
+- customers first: a worker takes a job only while the event loop has room: its thread
+  spent at most `max_busy` of the last moments on the CPU (customers and replays together,
+  `time.thread_time` against the clock, probed every `lag_probe` seconds and smoothed), and
+  a short sleep wakes up less than `busy_lag` late. The replays fill the loop's idle time up
+  to that share and no further; when the customers alone keep it busier, no replay runs,
+  the queue fills and further jobs are dropped (`queue_full`) instead of taking the
+  customers' CPU;
 - in order per unit: a unit's jobs wait in its own lane, and a lane is served by one worker
   at a time, so a cart exists in the core before its items are added; different units go
   in parallel;
@@ -90,7 +94,11 @@ class MirrorSettings:
     # busy serving customers, or replaying already), so the shadow never takes the CPU the
     # customers need; what waits too long is dropped at `max_queue` as queue_full
     busy_lag: float = 0.002
-    lag_probe: float = 0.02  # how often the lag is measured (seconds)
+    # ... and while its thread was on the CPU more than this share of the time (customers
+    # and replays together): a saturated proxy replays nothing, an idle one replays freely
+    max_busy: float = 0.75
+    lag_probe: float = 0.02  # how often the lag and the busy share are measured (seconds)
+    busy_smoothing: float = 0.3  # weight of the newest probe in the busy share (EWMA)
 
 
 def mirror_headers(method: str, headers: Headers, body: bytes) -> list[tuple[str, str]]:
@@ -120,6 +128,7 @@ class Mirror:
         recorder: ShadowRecorder | None = None,
         on_compared: Callable[[str, str, bool], None] | None = None,
         on_dropped: Callable[[str, str, int], None] | None = None,
+        cpu_time: Callable[[], float] = time.thread_time,
     ) -> None:
         self.send = send
         self.idmap = idmap
@@ -128,6 +137,7 @@ class Mirror:
         self.recorder = recorder or ShadowRecorder()
         self.on_compared = on_compared
         self.on_dropped = on_dropped
+        self.cpu_time = cpu_time  # the CPU seconds of the loop's thread (tests inject one)
         self._lanes: dict[str, deque[MirrorJob]] = {}
         self._ready: asyncio.Queue[str] = asyncio.Queue()
         self._queued = 0
@@ -138,7 +148,10 @@ class Mirror:
         self._accepting = False
         self._tasks: list[asyncio.Task[None]] = []
         self.lag = 0.0  # the event loop's lag at the last probe (seconds)
+        self.busy = 0.0  # the loop thread's share of time on the CPU, smoothed (0..1)
         self.paused = 0  # times a worker waited for the loop to be less busy
+        self._gate = asyncio.Event()  # set while the loop has room for replays
+        self._gate.set()
         self.submitted = 0
         self.sent = 0
         self.compared = 0
@@ -182,6 +195,15 @@ class Mirror:
         return (self._accepting and self._queued < self.settings.max_queue
                 and self._queued_bytes < self.settings.max_queue_bytes)
 
+    def admit(self, funnel: str) -> bool:
+        """`has_room`, and when there is none the request counted as dropped (`queue_full`):
+        one call for the proxy's hot path, which then builds and submits the job."""
+        if (self._accepting and self._queued < self.settings.max_queue
+                and self._queued_bytes < self.settings.max_queue_bytes):
+            return True
+        self._drop(funnel, "queue_full" if self._accepting else "stopped")
+        return False
+
     def drop(self, funnel: str, reason: str) -> None:
         """Count a request the caller did not hand over (a full queue, a streamed body)."""
         self._drop(funnel, reason)
@@ -212,7 +234,8 @@ class Mirror:
             "lanes": len(self._lanes), "submitted": self.submitted, "sent": self.sent,
             "compared": self.compared, "mismatched": self.mismatched,
             "dropped": dict(self.dropped), "flush_errors": self.flush_errors,
-            "loop_lag_ms": round(self.lag * 1000, 3), "paused": self.paused,
+            "loop_lag_ms": round(self.lag * 1000, 3),
+            "loop_busy": round(self.busy, 3), "paused": self.paused,
         }
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -248,6 +271,7 @@ class Mirror:
         self._queued = 0
         self._queued_bytes = 0
         self._ready = asyncio.Queue()
+        self._gate.set()
         self._idle.set()
         await self.flush()
 
@@ -274,21 +298,34 @@ class Mirror:
     # -- workers -----------------------------------------------------------------------------
 
     async def _probe_lag(self) -> None:
-        """Measure how late a short sleep wakes up: the time the loop spends on everything
-        else (customers, replays) between two turns."""
+        """Measure, every `lag_probe` seconds, how late a short sleep wakes up (the time the
+        loop spends on everything else between two turns) and the share of the time the
+        loop's thread was on the CPU (this coroutine runs on it, so `thread_time` is the
+        loop's: customers, replays, the sockets' system calls); open or close the workers'
+        gate accordingly."""
         loop = asyncio.get_running_loop()
-        period = self.settings.lag_probe
+        s = self.settings
+        period = s.lag_probe
+        cpu = self.cpu_time()
         while True:
             started = loop.time()
             await asyncio.sleep(period)
-            self.lag = max(0.0, loop.time() - started - period)
+            now, cpu_now = loop.time(), self.cpu_time()
+            self.lag = max(0.0, now - started - period)
+            share = min(1.0, (cpu_now - cpu) / max(now - started, 1e-6))
+            cpu = cpu_now
+            self.busy += s.busy_smoothing * (share - self.busy)
+            if self.lag <= s.busy_lag and self.busy <= s.max_busy:
+                self._gate.set()
+            else:
+                self._gate.clear()
 
     async def _worker(self) -> None:
         while True:
-            while self.lag > self.settings.busy_lag:  # customers first
-                self.paused += 1
-                await asyncio.sleep(self.settings.lag_probe)
             unit = await self._ready.get()
+            if not self._gate.is_set():  # customers first (checked once there is work: a
+                self.paused += 1         # worker may have waited for it since an idle moment)
+                await self._gate.wait()
             lane = self._lanes.get(unit)
             if not lane:
                 continue

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @functools.cache
@@ -31,15 +31,21 @@ class RouteTemplate:
     name: str  # "change_item"
     mirrorable: bool
     why_never: str = ""  # for a route that is never mirrored: why, in a sentence
+    # how rules files and reports name the route: "POST /carts/{cart_id}/items"
+    key: str = field(init=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        """How rules files and reports name the route: ``"POST /carts/{cart_id}/items"``."""
-        return _key(self.method, self.template)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", _key(self.method, self.template))
 
     @property
     def params(self) -> tuple[str, ...]:
         return tuple(_PARAM.findall(self.template))
+
+    def params_of(self, path: str) -> dict[str, str]:
+        """The path parameters of `path`, a path of this route (`route_of`)."""
+        parts = path.split("/")
+        return {name: parts[i] for i, (name, _) in enumerate(_segments(self.template))
+                if name is not None}
 
     def match(self, method: str, path: str) -> dict[str, str] | None:
         """The path parameters when `method` and `path` are this route's, else None."""
@@ -98,20 +104,44 @@ BY_KEY = {r.key: r for r in ROUTES}
 MIRRORABLE: tuple[RouteTemplate, ...] = tuple(r for r in ROUTES if r.mirrorable)
 # The default of `shadow.routes`: every cart-building route.
 CART_BUILDING = frozenset(r.key for r in MIRRORABLE)
-_BY_FIRST_SEGMENT: dict[str, tuple[RouteTemplate, ...]] = {}
+
+
+# (method, number of segments, first segment) -> each route there with the positions of
+# its other literal segments and of its parameters: a request is matched with one split and
+# one dict lookup, on the proxy's hot path (every request of a shadowed funnel)
+_Candidate = tuple[RouteTemplate, tuple[tuple[int, str], ...], tuple[tuple[int, str], ...]]
+_INDEX: dict[tuple[str, int, str], tuple[_Candidate, ...]] = {}
 for _route in ROUTES:
-    _first = _route.template.split("/")[1]
-    _BY_FIRST_SEGMENT[_first] = (*_BY_FIRST_SEGMENT.get(_first, ()), _route)
+    _parts = _segments(_route.template)
+    _literals = tuple((i, w) for i, (p, w) in enumerate(_parts) if p is None and i > 1)
+    _params = tuple((i, p) for i, (p, _) in enumerate(_parts) if p is not None)
+    _where = (_route.method, len(_parts), _parts[1][1])
+    _INDEX[_where] = (*_INDEX.get(_where, ()), (_route, _literals, _params))
+
+
+def route_of(method: str, path: str) -> RouteTemplate | None:
+    """The contract route of a request (mirrorable or not): one split, one dict lookup."""
+    parts = path.split("/")
+    count = len(parts)
+    if count < 2 or parts[0]:
+        return None
+    for route, literals, params in _INDEX.get((method, count, parts[1]), ()):
+        for i, word in literals:
+            if parts[i] != word:
+                break
+        else:
+            for i, _ in params:
+                if not parts[i]:
+                    break
+            else:
+                return route
+    return None
 
 
 def match_route(method: str, path: str) -> tuple[RouteTemplate, dict[str, str]] | None:
     """The contract route of a request (mirrorable or not) and its path parameters."""
-    first = path.split("/", 2)[1] if path.startswith("/") and len(path) > 1 else ""
-    for route in _BY_FIRST_SEGMENT.get(first, ()):
-        params = route.match(method, path)
-        if params is not None:
-            return route, params
-    return None
+    route = route_of(method, path)
+    return None if route is None else (route, route.params_of(path))
 
 
 def parse_route_key(text: str) -> RouteTemplate:

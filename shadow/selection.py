@@ -15,12 +15,13 @@ A request is mirrored when all of these hold:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
-from control.bucketing import BUCKETS, normalized_hash
+import mmh3
+
+from control.bucketing import BUCKETS
 from control.decision import CORE_ID_PREFIX, Backend, Decision, Reason
-from shadow.routes import RouteTemplate, match_route
+from shadow.routes import RouteTemplate, route_of
 from shadow.spec import ShadowConfig
 
 if TYPE_CHECKING:
@@ -32,9 +33,9 @@ SHADOW_SEED = 0x5EAD0  # the rollout bucketing uses seed 0
 MIRRORED_REASONS = frozenset({Reason.OWNER, Reason.STICKY, Reason.RULE, Reason.DEFAULT})
 
 
-@dataclass(frozen=True, slots=True)
-class Selection:
-    """A mirrored request: its contract route, path parameters and the shadow config."""
+class Selection(NamedTuple):
+    """A mirrored request: its contract route, path parameters and the shadow config (a
+    tuple: one is made for every request selected, on the proxy's hot path)."""
 
     route: RouteTemplate
     params: dict[str, str]
@@ -46,8 +47,9 @@ class Selection:
 
 
 def shadow_bucket(salt: str, unit: str) -> int:
-    """The unit's shadow bucket 0..9999, independent of its rollout bucket."""
-    return normalized_hash(salt, unit, BUCKETS, seed=SHADOW_SEED)
+    """The unit's shadow bucket 0..9999, independent of its rollout bucket
+    (`control.bucketing.normalized_hash` with another seed, inlined: the hot path)."""
+    return mmh3.hash(f"{salt}:{unit}", SHADOW_SEED, signed=False) % BUCKETS
 
 
 def mirrorable_decision(decision: Decision) -> bool:
@@ -56,28 +58,44 @@ def mirrorable_decision(decision: Decision) -> bool:
     return decision.backend is Backend.LEGACY and decision.reason in MIRRORED_REASONS
 
 
+_CORE_SEGMENT = "/" + CORE_ID_PREFIX
+
+
 def names_core_id(path: str) -> bool:
     """Whether a segment of `path` (which starts with "/") is a core id."""
-    return "/" + CORE_ID_PREFIX in path
+    return _CORE_SEGMENT in path
+
+
+def selected_route(config: ShadowConfig | None, salt: str, unit: str, method: str,
+                   path: str) -> RouteTemplate | None:
+    """Whether one legacy-served request is mirrored: its route, or None. The proxy's hot
+    path (every request of a shadowed funnel, mirrored or dropped): one hash, one split,
+    no copy. `path` is the path as forwarded upstream (funnel prefix stripped); a query
+    is ignored."""
+    if config is None or (mmh3.hash(f"{salt}:{unit}", SHADOW_SEED, signed=False) % BUCKETS
+                          >= config.basis_points):  # shadow_bucket, inlined
+        return None
+    if "?" in path:
+        path = path.split("?", 1)[0]
+    route = route_of(method, path)
+    if (route is None or not route.mirrorable or route.key not in config.routes
+            or _CORE_SEGMENT in path):  # names_core_id, inlined
+        return None
+    return route
+
+
+def selection(route: RouteTemplate, config: ShadowConfig, path: str) -> Selection:
+    """The Selection of a request `selected_route` returned `route` for."""
+    return Selection(route, route.params_of(path.split("?", 1)[0]), config)
 
 
 def select(config: ShadowConfig | None, salt: str, unit: str, method: str,
            path: str) -> Selection | None:
-    """The selection of one legacy-served request, or None when it is not mirrored.
-    `path` is the path as forwarded upstream (funnel prefix stripped); a query is ignored."""
-    if config is None or config.basis_points <= 0:
+    """The selection of one legacy-served request, or None when it is not mirrored."""
+    route = selected_route(config, salt, unit, method, path)
+    if route is None or config is None:
         return None
-    if "?" in path:
-        path = path.split("?", 1)[0]
-    found = match_route(method, path)
-    if found is None:
-        return None
-    route, params = found
-    if not route.mirrorable or route.key not in config.routes or names_core_id(path):
-        return None
-    if shadow_bucket(salt, unit) >= config.basis_points:
-        return None
-    return Selection(route, params, config)
+    return selection(route, config, path)
 
 
 def select_request(funnel: Funnel | None, country: str | None, unit: str, method: str,
@@ -86,3 +104,12 @@ def select_request(funnel: Funnel | None, country: str | None, unit: str, method
     if funnel is None:
         return None
     return select(funnel.shadow_for(country), funnel.salt, unit, method, path)
+
+
+def route_request(funnel: Funnel, country: str | None, unit: str, method: str,
+                  path: str) -> tuple[RouteTemplate, ShadowConfig] | None:
+    """`selected_route` with the shadow of the funnel's rule for `country` (else the
+    funnel's), and that shadow: the proxy's hot path; `selection` makes the job's."""
+    config = funnel.shadow_for(country)
+    route = selected_route(config, funnel.salt, unit, method, path)
+    return None if route is None or config is None else (route, config)

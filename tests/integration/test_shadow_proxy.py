@@ -63,9 +63,9 @@ class Stack:
 
 
 @pytest.fixture
-def make_stack(tmp_path: Path) -> Iterator[Callable[[str], Stack]]:
+def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     with ExitStack() as es:
-        def build(rules: str) -> Stack:
+        def build(rules: str, **settings: Any) -> Stack:
             work = tmp_path / uuid.uuid4().hex[:8]
             work.mkdir()
             legacy = es.enter_context(serve(legacy_app(work)))
@@ -76,7 +76,7 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[[str], Stack]]:
             app = create_app(ProxySettings(
                 core_url=core_server.url, legacy_url=legacy.url, rules_file=str(rules_file),
                 db_path=str(work / "control.sqlite3"), poll_interval=0.1, guard_interval=0.2,
-                trust_country_headers="always", malloc_tuning=False))
+                trust_country_headers="always", malloc_tuning=False, **settings))
             proxy = es.enter_context(serve(app, **UVICORN_OPTIONS))
             return Stack(proxy.url, app, core)
 
@@ -236,10 +236,21 @@ def test_a_failing_capture_costs_the_customer_nothing(make_stack, monkeypatch, c
     def broken(*_: Any) -> None:
         raise RuntimeError("selection broke")
 
-    monkeypatch.setattr("proxy.app.select_request", broken)
+    monkeypatch.setattr("proxy.app.route_request", broken)
     with httpx.Client(base_url=stack.url, headers=HEADERS, timeout=30) as client:
         answers = [client.post("/carts", json={"country": "DE", "currency": "EUR"})
                    for _ in range(3)]
     assert [r.status_code for r in answers] == [201, 201, 201]
     assert all(r.json()["id"].startswith("lg_") for r in answers)
     assert "was not mirrored" in caplog.text and "selection broke" in caplog.text
+
+
+def test_the_mirror_takes_its_settings_and_shows_how_busy_the_loop_is(make_stack) -> None:
+    stack = make_stack(SHADOW, shadow_max_busy=0.3, shadow_queue=7, shadow_concurrency=2)
+    mirror = stack.app.rt.mirror
+    assert (mirror.settings.max_busy, mirror.settings.max_queue,
+            mirror.settings.concurrency) == (0.3, 7, 2)
+    with httpx.Client(base_url=stack.url, headers=HEADERS, timeout=30) as client:
+        assert client.post("/carts", json={"country": "DE", "currency": "EUR"}).status_code == 201
+    wait_until(lambda: mirror.stats()["compared"] == 1, 30, "the cart mirrored")
+    assert 0.0 <= mirror.stats()["loop_busy"] <= 1.0

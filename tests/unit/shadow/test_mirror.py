@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import time
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -172,6 +173,75 @@ async def test_units_go_in_parallel_up_to_the_concurrency_and_one_at_a_time_each
     assert not core.overlap_within_a_cart
     assert len(core.calls) == 8 * 3
     assert mirror.dropped == {}
+
+
+class FakeCpu:
+    """The CPU seconds of the loop's thread as the test says: `share` of the clock's time
+    since the last change (the probe divides by the loop's clock, time.monotonic)."""
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+        self.seconds = 0.0
+        self.at = time.monotonic()
+
+    def __call__(self) -> float:
+        now = time.monotonic()
+        self.seconds += (now - self.at) * self.share
+        self.at = now
+        return self.seconds
+
+    def set(self, share: float) -> None:
+        self()
+        self.share = share
+
+
+def busy_mirror(core: FakeCore, cpu: FakeCpu) -> Mirror:
+    """A mirror gated on the injected CPU share only (the lag bar out of reach)."""
+    return Mirror(core.send, MemoryIdMap(), None,
+                  MirrorSettings(max_busy=0.5, lag_probe=0.01, busy_lag=60.0,
+                                 flush_interval=3600), cpu_time=cpu)
+
+
+async def test_a_saturated_loop_replays_nothing_until_it_has_room(core: FakeCore) -> None:
+    cpu = FakeCpu(share=1.0)  # customers keep the loop on the CPU all the time
+    mirror = busy_mirror(core, cpu)
+    await mirror.start()
+    try:
+        await until(lambda: mirror.stats()["loop_busy"] > 0.5)
+        jobs = cart_jobs("u1") + cart_jobs("u2")
+        assert all(mirror.submit(j) for j in jobs)
+        # workers were already waiting for work when the loop got busy: they must not take
+        # it now; give them time to (wrongly) send
+        await asyncio.sleep(0.3)
+        assert core.calls == [] and mirror.sent == 0
+        assert mirror.queued == len(jobs) and mirror.stats()["paused"] >= 1
+        cpu.set(0.1)  # the customers leave room
+        await idle(mirror)
+    finally:
+        await mirror.stop()
+    assert mirror.sent == mirror.compared == len(jobs) and mirror.dropped == {}
+    assert mirror.stats()["loop_busy"] <= 0.5
+
+
+async def test_replays_stop_when_the_loop_gets_busy(
+        core: FakeCore) -> None:
+    cpu = FakeCpu(share=0.0)
+    mirror = busy_mirror(core, cpu)
+    await mirror.start()
+    try:
+        first = job("u0", "POST", "/carts", legacy_cart("lg_0", []))
+        assert mirror.submit(first)
+        await until(lambda: mirror.compared == 1)  # an idle loop replays at once
+        cpu.set(1.0)
+        await until(lambda: mirror.stats()["loop_busy"] > 0.5)
+        later = [job(f"u{i}", "POST", "/carts", legacy_cart(f"lg_{i}", [])) for i in range(1, 4)]
+        assert all(mirror.submit(j) for j in later)
+        await asyncio.sleep(0.3)  # a window in which nothing may be sent
+        assert mirror.sent == 1 and mirror.queued == 3
+    finally:
+        cpu.set(0.0)
+        await mirror.stop()
+    assert mirror.compared == 4
 
 
 async def test_a_full_queue_drops_and_counts_without_blocking(core: FakeCore,

@@ -7,12 +7,14 @@ import pytest
 from control.bucketing import bucket
 from control.decision import Backend, Decision, Reason
 from control.rules_loader import load_rules_text
-from shadow.routes import CART_BUILDING, match_route
+from shadow.routes import CART_BUILDING, ROUTES, match_route, route_of
 from shadow.selection import (
     SHADOW_SEED,
     mirrorable_decision,
+    route_request,
     select,
     select_request,
+    selection,
     shadow_bucket,
 )
 from shadow.spec import ShadowConfig
@@ -115,8 +117,7 @@ def test_the_shadow_hash_is_independent_of_the_rollout_bucket() -> None:
     assert any(shadow_bucket("salt", u) != bucket("salt", u) for u in UNITS[:10])
 
 
-def test_select_request_uses_the_rule_of_the_country() -> None:
-    rules = load_rules_text("""\
+RULES_WITH_A_SHADOWED_RULE = """\
 schema: 1
 funnels:
   - name: hw
@@ -125,7 +126,11 @@ funnels:
     shadow: {share: 0}
     rules:
       - {id: ie, countries: [IE], percent: 0, shadow: {share: 100}}
-""", "1")
+"""
+
+
+def test_select_request_uses_the_rule_of_the_country() -> None:
+    rules = load_rules_text(RULES_WITH_A_SHADOWED_RULE, "1")
     funnel = rules.funnel("hw")
     assert select_request(funnel, "IE", "u", "POST", "/carts") is not None
     assert select_request(funnel, "DE", "u", "POST", "/carts") is None
@@ -154,3 +159,39 @@ def test_match_route_knows_the_never_mirrored_routes() -> None:
     route, params = found
     assert (route.name, route.mirrorable, params) == ("place_order", False,
                                                       {"checkout_id": "lg_chk_1"})
+
+
+PATH_SHAPES = [
+    "/carts", "/carts/", "/carts/lg_cart_1", "/carts//items", "/carts/lg_cart_1/items",
+    "/carts/lg_cart_1/items/", "/carts/lg_cart_1/items/SKU-1", "/carts/lg_cart_1/checkout",
+    "/carts/lg_cart_1/checkouts", "/carts/lg_cart_1/items/SKU-1/x", "/checkouts/c/orders",
+    "/checkouts//orders", "/orders/o", "/orders/", "carts", "", "/", "//carts",
+    "/carts/lg_cart_1/iteMs", "/CARTS",
+]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PATCH", "DELETE", "PUT", "get"])
+@pytest.mark.parametrize("path", PATH_SHAPES)
+def test_the_route_index_matches_exactly_like_the_templates(method: str, path: str) -> None:
+    """match_route (one split and one lookup, the hot path) finds what matching every
+    template one by one finds."""
+    by_template = next(((r, p) for r in ROUTES
+                        if (p := r.match(method, path)) is not None), None)
+    assert match_route(method, path) == by_template
+    found = route_of(method, path)
+    assert found == (by_template[0] if by_template else None)
+
+
+def test_route_request_is_the_selection_without_the_copies() -> None:
+    funnel = load_rules_text(RULES_WITH_A_SHADOWED_RULE, "v1").funnel("hw")
+    for country, unit, method, path in [("IE", "u", "POST", "/carts"),
+                                        ("IE", "u", "PATCH", "/carts/lg_c/items/S-1?x=1"),
+                                        ("DE", "u", "POST", "/carts"),
+                                        ("IE", "u", "POST", "/checkouts/lg_c/orders")]:
+        selected = select_request(funnel, country, unit, method, path)
+        routed = route_request(funnel, country, unit, method, path)
+        if selected is None:
+            assert routed is None
+        else:
+            assert routed is not None
+            assert selection(*routed, path) == selected
