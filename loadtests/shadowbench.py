@@ -36,7 +36,10 @@ the customer down.
 Soak (``--soak SECONDS``): only ``shadow-on``, under steady closed-loop load
 (``--soak-concurrency``, default 8) for SECONDS, the sessions rotating over
 ``--soak-sessions`` units (default 200,000: more than the id map keeps, 100,000, and than
-the report's units per funnel, 50,000, so every bounded store fills and evicts). Every
+the report's units per funnel, 50,000, so every bounded store fills and evicts). The soak
+starts the proxy with ``STRANGLER_SHADOW_MAX_BUSY=1`` unless the environment sets it:
+replays then wait only for the loop's lag, run as fast as the loop allows and fill those
+stores (with the default 0.75 a saturated proxy replays next to nothing). Every
 ``--soak-interval`` seconds (default 10) a row: requests, req/s, p50/p99 of the interval, the
 proxy's RSS (VmRSS of /proc/PID/status) and the mirror's counters. At the end: RSS at start,
 peak and end, the growth over the second half, and the drops by reason.
@@ -635,6 +638,8 @@ def run(args: argparse.Namespace) -> int:
     args.pinning = {"proxy_cpus": sorted(pin[0]), "other_cpus": sorted(pin[1])} if pin else None
     if pin is not None:
         os.sched_setaffinity(0, pin[1])  # this process and the Python load generator
+    if args.soak:  # the memory worst case: replay as fast as the loop allows (docstring)
+        os.environ.setdefault("STRANGLER_SHADOW_MAX_BUSY", "1")
     workdir = Path(tempfile.mkdtemp(prefix="strangler-shadowbench-"))
     procs = Processes(workdir, pin)
     loadgen = "wrk" if use_wrk else "python"

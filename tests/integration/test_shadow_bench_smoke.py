@@ -78,3 +78,5 @@ def test_the_soak_samples_rss_and_the_mirror_counters(tmp_path: Path) -> None:
     assert samples[-1]["requests"] > 0 and samples[-1]["queued"] == 0
     assert report["totals"]["compared"] > 0
     assert report["rss_mb"]["max"] >= report["rss_mb"]["start"] > 0
+    # the soak replays as fast as the loop allows unless told otherwise (the bounds fill)
+    assert report["config"]["mirror"]["max_busy"] == 1.0
