@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from cli.common import RedisUrl, console, fail
+from cli.common import EXIT_USAGE, RedisUrl, console, fail
 
 # uvicorn and the proxy are imported inside the commands that run them: the control
 # commands (`strangler kill`, ...) load no data plane.
@@ -116,6 +116,7 @@ def _run_proxy(
         _say(log_format, f"warning: /metrics and /_strangler/* are reachable on {admin_host} "
              "without a token; set STRANGLER_ADMIN_TOKEN (and --admin-port)", warning=True)
     os.environ.update(env)
+    _refuse_bad_settings()
     problem = _tracing_problem()
     if problem is not None:
         from rich.markup import escape
@@ -171,6 +172,31 @@ def serve(
     if redis_url:
         env["STRANGLER_REDIS_URL"] = redis_url
     _run_proxy(host, port, workers, env, _admin(admin_host, admin_port), log_format)
+
+
+def _refuse_bad_settings() -> None:
+    """Exit 2 with a sentence per STRANGLER_* setting the proxy would refuse."""
+    problem = _settings_problem()
+    if problem is not None:
+        from rich.markup import escape
+
+        fail(escape(problem), EXIT_USAGE)
+
+
+def _settings_problem() -> str | None:
+    """What the proxy would refuse of its STRANGLER_* settings, one sentence per setting
+    (its worker would otherwise die in a traceback after the servers started)."""
+    from pydantic import ValidationError
+
+    from proxy.config import ProxySettings
+
+    try:
+        ProxySettings()
+    except ValidationError as exc:
+        return "bad proxy settings: " + "; ".join(
+            f"STRANGLER_{'_'.join(str(p) for p in e['loc']).upper()}={e.get('input')!r}: "
+            f"{e['msg']}" for e in exc.errors())
+    return None
 
 
 def _tracing_problem() -> str | None:
@@ -284,6 +310,7 @@ def up(
     signal.signal(signal.SIGTERM, _exit_on_signal)
     if port > 65533:
         fail(f"--port {port}: the core and the legacy stub need --port + 1 and + 2", 2)
+    _refuse_bad_settings()  # before the core and the legacy stub start
     rules_path = rules or default_rules()
     data_dir.mkdir(parents=True, exist_ok=True)
     _lock_data_dir(data_dir)

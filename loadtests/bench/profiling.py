@@ -1,5 +1,7 @@
 """Profiling (optional, `--profile DIR`): py-spy on each Python proxy during an extra c=32
-run, summarised as self and inclusive sample shares per function."""
+run, summarised as self and inclusive sample shares per function. py-spy pauses the
+process for each sample (its default): with --nonblocking the stacks of a busy event loop
+came out mixed (frames of one call under another's), enough to misplace a few percent."""
 
 from __future__ import annotations
 
@@ -63,7 +65,7 @@ def profile_target(load: WrkLoad | PythonLoad, target: Target, duration: float,
     seconds = max(2, math.ceil(duration))
     child = procs.start("py-spy", [spy, "record", "--pid", str(target.child.proc.pid),
                                    "--duration", str(seconds), "--rate", "250", "--format", "raw",
-                                   "--nonblocking", "--output", str(raw)])
+                                   "--output", str(raw)])  # blocking: whole stacks
     time.sleep(0.5)
     load.run(target.port, C_MID, seconds + 0.5)
     try:

@@ -4,6 +4,7 @@ shown before unkill asks, no log lines unless --verbose (issue: operators, item 
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from control import operations, rollout
 from control.store import open_store
 from guardrails.report import store_report
 from proxy.config import ProxySettings
+from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "rules" / "checkout.yaml"
@@ -80,6 +82,26 @@ def test_a_bad_value_exits_2_without_a_traceback(args: tuple[str, ...], db: list
     assert "No such command" not in result.output and "No such option" not in result.output
     assert not isinstance(result.exception, Exception) or isinstance(
         result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("command", ["serve", "up"])
+def test_a_bad_proxy_setting_is_refused_before_anything_starts(command: str,
+                                                                tmp_path: Path) -> None:
+    """A STRANGLER_* variable the proxy refuses: exit 2 naming it, no traceback, and for
+    `up` before the core and the legacy stub start (they would answer on their ports)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("STRANGLER_DB_PATH", "STRANGLER_REDIS_URL")}
+    env.update(STRANGLER_SHADOW_MAX_BUSY="2", STRANGLER_SHADOW_QUEUE="lots")
+    args = ["--port", str(port)] + (["--data-dir", str(tmp_path)] if command == "up" else [])
+    done = subprocess.run([sys.executable, "-m", "cli.main", command, *args], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    err = " ".join(done.stderr.split())
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "STRANGLER_SHADOW_MAX_BUSY='2'" in err and "less than or equal to 1" in err
+    assert "STRANGLER_SHADOW_QUEUE='lots'" in err
+    assert "checkout core" not in done.stdout  # `up` printed no banner: nothing started
 
 
 def test_ramp_out_of_range_names_the_range_not_a_rules_file(db: list[str]) -> None:
