@@ -235,11 +235,27 @@ class ProxyApp:
                                       f"request bodies are limited to {limit} bytes", started,
                                       scope)
             return
-        await self._forward(scope, receive, send, ctx, decision, started, has_body, length)
+        grant = self._read_ahead(has_body, length)
+        try:
+            await self._forward(scope, receive, send, ctx, decision, started, has_body, length,
+                                grant)
+        finally:
+            if grant:
+                self.rt.read_ahead.give_back(grant)
+
+    def _read_ahead(self, has_body: bool, length: int | None) -> int:
+        """The bytes this request's body may be read ahead in: what it needs up to
+        `body_buffer_bytes` when the process-wide budget has them, else 0 (it streams)."""
+        if not has_body:
+            return 0
+        buffer = self.rt.settings.body_buffer_bytes
+        want = buffer if length is None else length if length <= buffer else 0
+        return want if want and self.rt.read_ahead.take(want) else 0
 
     async def _forward(
         self, scope: dict[str, Any], receive: Any, send: Any, ctx: RequestContext,
         decision: Decision, started: float, has_body: bool, length: int | None,
+        read_ahead: int,
     ) -> None:
         method: str = scope["method"]
         headers = scope["headers"]
@@ -254,7 +270,7 @@ class ProxyApp:
         path_qs = forward_path(scope.get("raw_path"), scope["path"], ctx.path) + (
             "?" + qs.decode("latin-1") if qs else "")
         try:
-            body = await self._request_body(receive, length) if has_body else None
+            body = await self._request_body(receive, length, read_ahead) if has_body else None
             response, decision = await self._send_with_failover(
                 decision, ctx, method, path_qs, upstream_headers, body
             )
@@ -311,12 +327,14 @@ class ProxyApp:
             ctx.funnel.name, ctx.unit, selection(*selected, ctx.path), method, headers,
             body.first if body is not None else b"", response.status, answer, encoding))
 
-    async def _request_body(self, receive: Any, length: int | None) -> RequestBody:
+    async def _request_body(self, receive: Any, length: int | None,
+                            read_ahead: int) -> RequestBody:
         """The client's body within the body timeouts: read whole first when it fits in
-        `body_buffer_bytes` (no upstream connection is held meanwhile), else streamed."""
+        `read_ahead` bytes (`_read_ahead`: no upstream connection is held meanwhile), else
+        streamed."""
         s = self.rt.settings
         timed = timed_receive(receive, s.body_idle_timeout, s.body_timeout)
-        return await read_body(timed, s.max_body_bytes, s.body_buffer_bytes, length)
+        return await read_body(timed, s.max_body_bytes, read_ahead, length)
 
     async def _reply_failure(
         self, send: Any, ctx: RequestContext, decision: Decision, exc: UpstreamError,

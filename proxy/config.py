@@ -94,6 +94,10 @@ class ProxySettings(BaseSettings):
     body_buffer_bytes: int = Field(
         1_048_576, ge=0, description="request bodies up to this size are read whole before "
         "an upstream connection is taken (a slow client holds none); larger ones stream")
+    body_buffer_total_bytes: int = Field(
+        64 * 1_048_576, ge=0, description="request bodies read ahead by this process at "
+        "once, at most (bytes): beyond it a body streams like one over body_buffer_bytes, "
+        "so that many slow uploads cannot take the memory (docs/reliability.md)")
     trust_country_headers: Literal["trusted-proxies", "always"] = Field(
         "trusted-proxies", description="whose country headers (the rules' country_headers) "
         "are believed: peers in trusted_proxies only, or always (behind a CDN that sets them)")

@@ -88,6 +88,30 @@ class RequestBody:
                 yield chunk
 
 
+class ReadAheadBudget:
+    """The bytes of request bodies read ahead across the process, at most `limit`: a body
+    gets its share whole or not at all (it then streams, like a body over
+    body_buffer_bytes). Used from one event loop."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self.refused = 0  # bodies that streamed because the budget was spent
+
+    def take(self, size: int) -> bool:
+        if self.held + size > self.limit:
+            self.refused += 1
+            return False
+        self.held += size
+        return True
+
+    def give_back(self, size: int) -> None:
+        self.held -= size
+
+    def stats(self) -> dict[str, int]:
+        return {"held_bytes": self.held, "limit_bytes": self.limit, "refused": self.refused}
+
+
 async def read_body(
     receive: Receive, limit: int, buffer_bytes: int, length: int | None,
 ) -> RequestBody:

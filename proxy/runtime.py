@@ -26,7 +26,7 @@ from guardrails.report import store_report
 from guardrails.telemetry import MemoryTelemetry, TelemetryRecorder, TelemetryStore
 from proxy.access_log import AccessLog
 from proxy.config import ProxySettings
-from proxy.forward import BackendConfig, RequestBody, Upstream
+from proxy.forward import BackendConfig, ReadAheadBudget, RequestBody, Upstream
 from proxy.headers import TrustedProxies
 from proxy.metrics import ProxyMetrics
 from proxy.outcome import OutcomeObserver, RequestOutcome
@@ -114,6 +114,7 @@ class ProxyRuntime:
             cache=StateCache(state_cache_path(settings)),
         )
         self.shadow_report = self._shadow_report()
+        self.read_ahead = ReadAheadBudget(settings.body_buffer_total_bytes)
         self.mirror = Mirror(
             self._shadow_send, self._shadow_idmap(), self.shadow_report,
             MirrorSettings(max_queue=settings.shadow_queue,
@@ -385,6 +386,7 @@ class ProxyRuntime:
             "state_age_seconds": round(age, 3) if age is not None else None,
             "epoch": snap.epoch,
             "shadow": self.mirror.stats(),
+            "read_ahead": self.read_ahead.stats(),
             "time": time.time(),
         }
 

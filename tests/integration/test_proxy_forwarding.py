@@ -10,6 +10,8 @@ import time
 import httpx
 import pytest
 
+from tests.support.processes import wait_until
+
 WARRANTIES_IE = {"X-Checkout-Funnel": "warranties", "X-Country": "IE"}
 WARRANTIES_DE = {"X-Checkout-Funnel": "warranties", "X-Country": "DE"}
 
@@ -170,6 +172,8 @@ def test_body_over_the_limit_is_413(make_stack):
 
     r = httpx.post(stack.url + "/carts", headers=WARRANTIES_DE, content=chunks())
     assert r.status_code == 413
+    wait_until(lambda: stack.app.rt.read_ahead.held == 0, 10,
+               "the chunked body's read-ahead given back")
 
 
 def test_unreachable_core_fails_over_to_legacy_even_for_post(make_stack):

@@ -110,6 +110,7 @@ def test_a_stalled_upload_is_408_and_counts_against_no_backend(
     upload = SlowUpload(stack.proxy.port, IE, b'{"n": 1}', pause=0.05, stall_after=2)
     assert upload.status() == 408
     assert upstream_errors(stack.url) == []
+    eventually(lambda: stack.app.rt.read_ahead.held == 0, 10, "the read-ahead given back")
     arm = eventually(lambda: core_arm(stack), 10, "the telemetry flush")
     assert (arm.requests, arm.errors) == (1, 0)
 
@@ -118,6 +119,7 @@ def test_a_client_that_leaves_mid_upload_counts_against_no_backend(make_stack: A
     stack = make_stack(core_read_timeout=0.3, body_buffer_bytes=STREAMED)
     upload = SlowUpload(stack.proxy.port, IE, b'{"n": 1}', pause=0.2, stall_after=4, leave=True)
     upload.thread.join(10)
+    eventually(lambda: stack.app.rt.read_ahead.held == 0, 10, "nothing held for the gone client")
     arm = eventually(lambda: core_arm(stack), 10, "the outcome of the abandoned request")
     assert (arm.requests, arm.errors) == (1, 0)
     assert upstream_errors(stack.url) == []
@@ -193,3 +195,24 @@ def test_an_upstream_that_reads_none_of_a_streamed_body_is_a_504(make_stack: Any
     listener.close()
     assert status_of(response) == 504, response[:300]
     assert any('kind="timeout"' in line for line in upstream_errors(stack.url))
+
+
+def test_read_ahead_is_bounded_for_the_whole_proxy(make_stack: Any) -> None:
+    """Before: every connection could hold body_buffer_bytes read ahead (1 MiB by default:
+    10,000 slow uploads took 10 GiB). Past the process-wide budget a body streams, like
+    one over the buffer, and the budget comes back when the request ends."""
+    body = b'{"n": "' + b"x" * 50 + b'"}'  # 59 bytes
+    stack = make_stack(body_buffer_bytes=64, body_buffer_total_bytes=100)
+    budget = stack.app.rt.read_ahead
+    pool = stack.app.rt.upstream(Backend.CORE).pool()
+    first = SlowUpload(stack.proxy.port, IE, body, pause=0.05)
+    eventually(lambda: budget.held == len(body), 10, "the first body read ahead")
+    assert pool.open_connections == 0  # read ahead: no connection held yet
+    second = SlowUpload(stack.proxy.port, IE, body, pause=0.05)  # 41 bytes left: streams
+    eventually(lambda: pool.open_connections == 1, 10, "a connection for the streamed body")
+    assert not first.uploaded.is_set() and not second.uploaded.is_set()
+    assert first.status() == 201 and second.status() == 201
+    assert [r["body_len"] for r in stack.core_app.requests[-2:]] == [59, 59]
+    eventually(lambda: budget.held == 0, 10, "the budget given back")
+    state = httpx.get(stack.url + "/_strangler/state").json()["read_ahead"]
+    assert state == {"held_bytes": 0, "limit_bytes": 100, "refused": 1}
