@@ -93,14 +93,17 @@ class ReadAheadBudget:
     gets its share whole or not at all (it then streams, like a body over
     body_buffer_bytes). Used from one event loop."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, on_refused: Callable[[], None] | None = None) -> None:
         self.limit = limit
         self.held = 0
         self.refused = 0  # bodies that streamed because the budget was spent
+        self.on_refused = on_refused
 
     def take(self, size: int) -> bool:
         if self.held + size > self.limit:
             self.refused += 1
+            if self.on_refused is not None:
+                self.on_refused()
             return False
         self.held += size
         return True

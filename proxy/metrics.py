@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -15,6 +15,10 @@ from prometheus_client import (
 
 from control.decision import Reason
 from proxy.outcome import RequestOutcome
+
+if TYPE_CHECKING:
+    from proxy.forward import ReadAheadBudget
+    from shadow.mirror import Mirror
 
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -49,6 +53,10 @@ class ProxyMetrics:
             "strangler_shadow_dropped_total", "Mirrored requests dropped before a comparison, "
             "by reason (queue_full, too_large, unmapped, legacy_error, error, stopped)",
             ["funnel", "reason"], registry=r,
+        )
+        self.read_ahead_refused = Counter(
+            "strangler_read_ahead_refused_total", "Request bodies streamed instead of read "
+            "ahead: STRANGLER_BODY_BUFFER_TOTAL_BYTES was held by others", registry=r,
         )
         self.signals = Counter(
             "strangler_signals_total", "Business signals recognised from responses",
@@ -98,6 +106,17 @@ class ProxyMetrics:
             "strangler_guardrail_telemetry_up", "0 while the monitor cannot read telemetry",
             registry=r,
         )
+
+    def watch(self, read_ahead: ReadAheadBudget, mirror: Mirror) -> None:
+        """Gauges read at scrape time: the request bytes read ahead now (`ReadAheadBudget`)
+        and how busy the event loop was at the shadow mirror's last probe."""
+        r = self.registry
+        Gauge("strangler_read_ahead_bytes", "Request body bytes read ahead now (at most "
+              "STRANGLER_BODY_BUFFER_TOTAL_BYTES)", registry=r).set_function(
+            lambda: read_ahead.held)
+        Gauge("strangler_shadow_loop_busy", "Share of the time the event loop was on the CPU "
+              "at the shadow mirror's last probe (replays wait above "
+              "STRANGLER_SHADOW_MAX_BUSY)", registry=r).set_function(lambda: mirror.busy)
 
     def shadow_compared(self, funnel: str, route: str, matched: bool) -> None:
         """A mirrored request compared (shadow.mirror's on_compared)."""

@@ -114,7 +114,8 @@ class ProxyRuntime:
             cache=StateCache(state_cache_path(settings)),
         )
         self.shadow_report = self._shadow_report()
-        self.read_ahead = ReadAheadBudget(settings.body_buffer_total_bytes)
+        self.read_ahead = ReadAheadBudget(settings.body_buffer_total_bytes,
+                                          self.metrics.read_ahead_refused.inc)
         self.mirror = Mirror(
             self._shadow_send, self._shadow_idmap(), self.shadow_report,
             MirrorSettings(max_queue=settings.shadow_queue,
@@ -123,6 +124,7 @@ class ProxyRuntime:
                            send_timeout=settings.shadow_timeout),
             on_compared=self.metrics.shadow_compared, on_dropped=self.metrics.shadow_dropped,
         )
+        self.metrics.watch(self.read_ahead, self.mirror)
         self._tasks: list[asyncio.Task[None]] = []
         self.durability: str | None = None
         self._cookie_suffix = (

@@ -47,6 +47,34 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -
     raise AssertionError(f"{url} never became healthy")
 
 
+def spawn_up(args: list[str], log_path: Path, env: dict[str, str],
+             health: str = "/_strangler/healthz") -> tuple[subprocess.Popen[bytes], int]:
+    """`strangler up ARGS` on three consecutive free ports, once `health` answers 200.
+    Another test's server may take one of the ports between the pick and `up`'s bind:
+    then `up` says "is in use" and exits, and it is started again on other ports (its log
+    started afresh, so that it holds one run)."""
+    for attempt in range(5):
+        while True:
+            port = free_port()
+            if port < 65000:
+                break
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen([*strangler_cmd(), "up", "--port", str(port), *args],
+                                    stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}{health}", proc)
+            return proc, port
+        except AssertionError:
+            taken = proc.poll() is not None and "is in use" in log_path.read_text(
+                errors="replace")
+            if not taken or attempt == 4:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(10)
+                raise
+    raise AssertionError("unreachable")
+
+
 @dataclass
 class Up:
     url: str
@@ -65,28 +93,18 @@ def running_up(data_dir: Path, rules_file: Path, legacy_latency_ms: int = 5,
     """`strangler up` as a user runs it, as a subprocess, on free ports, until the block
     ends. The tests' X-Country comes from loopback, as a CDN's would (docs/reliability.md,
     Trust); `env` adds to the environment."""
-    while True:  # the proxy, core and legacy need three consecutive free ports
-        port = free_port()
-        if port < 65000:
-            break
-    log = open(data_dir / "up.log", "wb")  # noqa: SIM115
     environ = {**os.environ, "STRANGLER_TRUST_COUNTRY_HEADERS": "always", **(env or {})}
-    proc = subprocess.Popen(
-        [*strangler_cmd(), "up", "--port", str(port), "--data-dir", str(data_dir),
-         "--rules", str(rules_file), "--legacy-latency-ms", str(legacy_latency_ms)],
-        stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=environ,
-    )
-    url = f"http://127.0.0.1:{port}"
+    proc, port = spawn_up(
+        ["--data-dir", str(data_dir), "--rules", str(rules_file),
+         "--legacy-latency-ms", str(legacy_latency_ms)], data_dir / "up.log", environ)
     try:
-        wait_healthy(url + "/_strangler/healthz", proc)
-        yield Up(url, port, data_dir, rules_file, proc)
+        yield Up(f"http://127.0.0.1:{port}", port, data_dir, rules_file, proc)
     finally:
         proc.terminate()
         try:
             proc.wait(20)
         except subprocess.TimeoutExpired:
             proc.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")

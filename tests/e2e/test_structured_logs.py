@@ -6,7 +6,6 @@ the decision. Real processes, their whole output read back."""
 from __future__ import annotations
 
 import json
-import subprocess
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,18 +13,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import wait_healthy
+from tests.e2e.conftest import spawn_up
 from tests.integration.conftest import RULES
 from tests.support.backends import EchoBackend
 from tests.support.processes import (
-    REPO,
     Process,
     backend_process,
     clean_env,
     raw_exchange,
     status_of,
     stop,
-    strangler_cmd,
     strangler_serve,
     wait_until,
 )
@@ -142,19 +139,11 @@ def test_backends_take_the_format_from_the_environment(tmp_path: Path) -> None:
 
 
 def test_strangler_up_passes_the_format_to_the_core_and_the_stub(tmp_path: Path) -> None:
-    while True:  # the proxy, core and legacy need three consecutive free ports
-        port = free_port()
-        if port < 65000:
-            break
     log = tmp_path / "up.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [*strangler_cmd(), "up", "--port", str(port), "--data-dir", str(tmp_path),
-             "--log-format", "json", "--legacy-latency-ms", "5"],
-            stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
-            env=clean_env(STRANGLER_ACCESS_LOG="on"))
+    proc, port = spawn_up(
+        ["--data-dir", str(tmp_path), "--log-format", "json", "--legacy-latency-ms", "5"],
+        log, clean_env(STRANGLER_ACCESS_LOG="on"), health="/readyz")
     try:
-        wait_healthy(f"http://127.0.0.1:{port}/readyz", proc)
         r = httpx.post(f"http://127.0.0.1:{port}/carts", headers={"X-Country": "IE"},
                        json={"country": "IE", "currency": "EUR"})
         assert r.status_code == 201

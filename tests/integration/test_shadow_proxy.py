@@ -254,3 +254,6 @@ def test_the_mirror_takes_its_settings_and_shows_how_busy_the_loop_is(make_stack
         assert client.post("/carts", json={"country": "DE", "currency": "EUR"}).status_code == 201
     wait_until(lambda: mirror.stats()["compared"] == 1, 30, "the cart mirrored")
     assert 0.0 <= mirror.stats()["loop_busy"] <= 1.0
+    busy = [line for line in httpx.get(stack.url + "/metrics").text.splitlines()
+            if line.startswith("strangler_shadow_loop_busy ")]
+    assert len(busy) == 1 and 0.0 <= float(busy[0].split()[1]) <= 1.0

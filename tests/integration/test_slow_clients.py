@@ -216,3 +216,6 @@ def test_read_ahead_is_bounded_for_the_whole_proxy(make_stack: Any) -> None:
     eventually(lambda: budget.held == 0, 10, "the budget given back")
     state = httpx.get(stack.url + "/_strangler/state").json()["read_ahead"]
     assert state == {"held_bytes": 0, "limit_bytes": 100, "refused": 1}
+    metrics = httpx.get(stack.url + "/metrics").text.splitlines()
+    assert "strangler_read_ahead_refused_total 1.0" in metrics
+    assert "strangler_read_ahead_bytes 0.0" in metrics
