@@ -101,6 +101,14 @@ def test_the_share_is_deterministic_per_unit_and_close_to_the_percentage() -> No
         assert len(verdicts) == 1
 
 
+def test_the_selection_uses_the_units_shadow_bucket() -> None:
+    """The hot path inlines shadow_bucket (what `strangler explain` shows): they agree."""
+    config = ShadowConfig(basis_points=4321)
+    for unit in UNITS:
+        selected = select(config, "salt", unit, "POST", "/carts") is not None
+        assert selected is (shadow_bucket("salt", unit) < 4321)
+
+
 def test_raising_the_share_keeps_every_unit_already_shadowed() -> None:
     low, high = ShadowConfig(basis_points=1000), ShadowConfig(basis_points=3000)
     in_low = {u for u in UNITS if select(low, "salt", u, "POST", "/carts")}
