@@ -1,9 +1,7 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,14 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.processes import REPO, stop, strangler_cmd
 from tests.support.servers import free_port
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def strangler_cmd() -> list[str]:
-    exe = shutil.which("strangler", path=str(Path(sys.executable).parent))
-    return [exe] if exe else [sys.executable, "-m", "cli.main"]
+__all__ = ["REPO", "Up", "run_cli", "running_up", "spawn_up", "strangler_cmd", "wait_healthy"]
 
 
 def run_cli(*args: str, data_dir: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -64,14 +58,11 @@ def spawn_up(args: list[str], log_path: Path, env: dict[str, str],
         try:
             wait_healthy(f"http://127.0.0.1:{port}{health}", proc)
             return proc, port
-        except AssertionError:
-            taken = proc.poll() is not None and "is in use" in log_path.read_text(
-                errors="replace")
-            if not taken or attempt == 4:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait(10)
-                raise
+        except AssertionError as exc:
+            text = log_path.read_text(errors="replace")
+            if proc.poll() is None or "is in use" not in text or attempt == 4:
+                stop(proc, 10)
+                raise AssertionError(f"strangler up: {exc}\n{text[-3000:]}") from exc
     raise AssertionError("unreachable")
 
 
@@ -100,11 +91,7 @@ def running_up(data_dir: Path, rules_file: Path, legacy_latency_ms: int = 5,
     try:
         yield Up(f"http://127.0.0.1:{port}", port, data_dir, rules_file, proc)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, 20)
 
 
 @pytest.fixture(scope="module")

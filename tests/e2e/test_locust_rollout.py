@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,8 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.conftest import REPO, Up, strangler_cmd, wait_healthy
-from tests.support.servers import free_port
+from tests.e2e.conftest import REPO, Up, spawn_up
+from tests.support.processes import clean_env, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -57,53 +56,20 @@ def write_rules(path: Path) -> Path:
     return path
 
 
-def ports_free(first: int) -> bool:
-    for port in range(first, first + 3):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
 @contextmanager
 def strangler_up(tmp: Path, rules: Path) -> Iterator[Up]:
     """`strangler up` on three free ports, its own --data-dir, a guardrail tick a second."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("STRANGLER_", "CHECKOUT_CORE_", "LEGACY_STUB_"))}
     # the load comes from loopback, as a CDN's would (docs/reliability.md, Trust)
-    env.update(STRANGLER_TRUST_COUNTRY_HEADERS="always", STRANGLER_GUARD_INTERVAL="1",
-               STRANGLER_LOG_LEVEL="warning")
-    for attempt in range(5):  # the proxy, core and legacy need three consecutive ports
-        port = free_port()
-        if port >= 65000 or not ports_free(port):
-            continue
-        data_dir = tmp / f"up-{attempt}"
-        data_dir.mkdir()
-        log = (data_dir / "up.log").open("wb")
-        proc = subprocess.Popen(
-            [*strangler_cmd(), "up", "--port", str(port), "--data-dir", str(data_dir),
-             "--rules", str(rules)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
-        try:
-            try:
-                wait_healthy(f"http://127.0.0.1:{port}/_strangler/healthz", proc, timeout=60)
-            except AssertionError:
-                if proc.poll() is not None and attempt < 4:  # a port taken meanwhile
-                    continue
-                raise AssertionError((data_dir / "up.log").read_text(errors="replace"))
-            yield Up(f"http://127.0.0.1:{port}", port, data_dir, rules, proc)
-            return
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-            log.close()
-    raise AssertionError("no three consecutive free ports for strangler up")
+    env = clean_env(STRANGLER_TRUST_COUNTRY_HEADERS="always", STRANGLER_GUARD_INTERVAL="1",
+                    STRANGLER_LOG_LEVEL="warning")
+    data_dir = tmp / "up"
+    data_dir.mkdir()
+    proc, port = spawn_up(["--data-dir", str(data_dir), "--rules", str(rules)],
+                          data_dir / "up.log", env)
+    try:
+        yield Up(f"http://127.0.0.1:{port}", port, data_dir, rules, proc)
+    finally:
+        stop(proc, 20)
 
 
 def rollout_of(up: Up) -> dict[str, Any]:
