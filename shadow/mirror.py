@@ -198,8 +198,7 @@ class Mirror:
     def admit(self, funnel: str) -> bool:
         """`has_room`, and when there is none the request counted as dropped (`queue_full`):
         one call for the proxy's hot path, which then builds and submits the job."""
-        if (self._accepting and self._queued < self.settings.max_queue
-                and self._queued_bytes < self.settings.max_queue_bytes):
+        if self.has_room():
             return True
         self._drop(funnel, "queue_full" if self._accepting else "stopped")
         return False

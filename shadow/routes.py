@@ -47,12 +47,6 @@ class RouteTemplate:
         return {name: parts[i] for i, (name, _) in enumerate(_segments(self.template))
                 if name is not None}
 
-    def match(self, method: str, path: str) -> dict[str, str] | None:
-        """The path parameters when `method` and `path` are this route's, else None."""
-        if method != self.method:
-            return None
-        return match_template(self.template, path)
-
 
 @functools.cache
 def _segments(template: str) -> tuple[tuple[str | None, str], ...]:
@@ -62,23 +56,6 @@ def _segments(template: str) -> tuple[tuple[str | None, str], ...]:
         m = _PARAM.fullmatch(w)
         out.append((m.group(1), w) if m else (None, w))
     return tuple(out)
-
-
-def match_template(template: str, path: str) -> dict[str, str] | None:
-    want = _segments(template)
-    got = path.split("/")
-    if len(want) != len(got):
-        return None
-    params: dict[str, str] = {}
-    for (param, w), g in zip(want, got, strict=True):
-        if param is None:
-            if w != g:
-                return None
-        elif g == "":
-            return None
-        else:
-            params[param] = g
-    return params
 
 
 def fill(template: str, params: dict[str, str]) -> str:
